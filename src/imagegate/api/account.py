@@ -1,0 +1,78 @@
+"""Account routes: the generation log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from imagegate.api.auth import authenticate
+from imagegate.errors import NotFound
+from imagegate.store import GenerationRecord
+
+router = APIRouter()
+
+
+@router.get("/generation", tags=["Generations"], summary="One generation's record")
+async def get_generation(request: Request, id: str = Query(..., description="The X-Generation-Id")) -> Response:
+    store = request.app.state.store
+    key = await authenticate(request, store)
+    record = await store.get_generation(id, key_id=key.id)
+    if record is None:
+        raise NotFound(f"Generation {id} not found", metadata={"param": "id"})
+    return Response(orjson.dumps({"data": generation_wire(record)}), media_type="application/json")
+
+
+def generation_wire(record: GenerationRecord) -> dict[str, Any]:
+    """OpenRouter's generation shape (``api_type: "image"``) plus what imagegate applied."""
+    usage = record.usage or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    finish = {"succeeded": "complete", "cancelled": "cancelled"}.get(record.status, "error")
+    return {
+        "id": record.id,
+        "api_type": "image",
+        "model": record.model,
+        "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
+        "streamed": record.streamed,
+        "cancelled": record.cancelled,
+        "latency": record.latency_ms,
+        "generation_time": record.generation_time_ms,
+        "tokens_prompt": usage.get("prompt_tokens", 0),
+        "tokens_completion": usage.get("completion_tokens", 0),
+        "native_tokens_completion_images": completion_details.get("image_tokens", 0),
+        "num_media_prompt": record.num_references,
+        "num_media_completion": record.num_images,
+        "finish_reason": finish,
+        "native_finish_reason": finish,
+        "usage": float(record.cost_usd),
+        "total_cost": float(record.cost_usd),
+        "upstream_inference_cost": (usage.get("cost_details") or {}).get("upstream_inference_cost", 0),
+        "provider_name": record.provider_name or None,
+        "is_byok": False,
+        "provider_responses": [
+            {
+                "provider_name": a.get("provider_name"),
+                "provider_slug": a.get("provider_slug"),
+                "status": a.get("status"),
+                "latency": a.get("latency_ms"),
+                "error": a.get("error"),
+                "is_byok": False,
+                "model_permaslug": record.model,
+            }
+            for a in record.attempts
+        ],
+        "status": record.status,
+        "http_status": record.http_status,
+        "error_message": record.error_message,
+        "origin": record.origin,
+        "app_title": record.app_title,
+        "session_id": record.session_id,
+        "user": record.user,
+        "applied": record.applied,
+        "images": record.images,
+        "data_region": "local",
+        "request_id": None,
+        "router": None,
+    }

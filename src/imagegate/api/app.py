@@ -1,0 +1,96 @@
+"""The application factory: wiring, middleware, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate import __version__
+from imagegate.api import account, discovery, images
+from imagegate.api.errors import install_error_handlers
+from imagegate.api.limits import BodySizeLimit
+from imagegate.catalog import load_catalog
+from imagegate.gateway import Gateway
+from imagegate.providers import configured_providers
+from imagegate.references import ReferenceLimits, ReferenceLoader
+from imagegate.settings import Settings, load_settings
+from imagegate.store import Store, upgrade
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(upgrade, settings.database_url)
+        store = Store(settings.database_url)
+        providers = configured_providers(settings)
+        catalog = load_catalog(settings.catalog_paths).restricted(set(providers))
+        references = ReferenceLoader(
+            ReferenceLimits(
+                max_bytes=settings.reference_max_bytes,
+                max_pixels=settings.reference_max_pixels,
+                total_timeout_s=settings.reference_fetch_timeout_s,
+                allow_networks=tuple(settings.reference_allow_networks),
+            )
+        )
+        app.state.settings = settings
+        app.state.store = store
+        app.state.gateway = Gateway(
+            catalog=catalog,
+            providers=providers,
+            store=store,
+            references=references,
+            provider_timeout_s=settings.provider_timeout_s,
+        )
+        try:
+            yield
+        finally:
+            await app.state.gateway.drain()
+            await references.close()
+            await store.close()
+
+    app = FastAPI(
+        title="imagegate",
+        version=__version__,
+        summary="OpenRouter's Image API, self-hosted, in front of every image model.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    for router in (images.router, discovery.router, account.router):
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    async def openapi_alias() -> Response:
+        return Response(_openapi_bytes(app), media_type="application/json")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_allow_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=images.EXPOSED_HEADERS,
+    )
+    return app
+
+
+def _openapi_bytes(app: FastAPI) -> bytes:
+    return orjson.dumps(app.openapi())

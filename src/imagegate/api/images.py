@@ -1,0 +1,230 @@
+"""``POST /api/v1/images`` (and its alias): buffered JSON or SSE."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from imagegate.api.auth import authenticate
+from imagegate.api.errors import format_validation_issues
+from imagegate.errors import ImagegateError, InvalidRequest, NotFound
+from imagegate.gateway import Attempt, Failed, Finished, Generation, ImageOut, PartialOut, TextOut
+from imagegate.wire import SSE_DONE, SSE_KEEPALIVE, ImageRequest, image_response_body, sse_event
+
+router = APIRouter()
+
+#: Headers a browser client may read (OpenRouter exposes the first two).
+EXPOSED_HEADERS = [
+    "X-Generation-Id",
+    "X-Provider-Name",
+    "X-Imagegate-Provider",
+    "X-Imagegate-Size",
+    "X-Imagegate-Resolution",
+    "X-Imagegate-Aspect-Ratio",
+    "X-Imagegate-Format",
+    "X-Imagegate-Quality",
+    "X-Imagegate-Dropped",
+    "X-Imagegate-Clamped",
+]
+
+_GENERATE_DOC = {
+    "summary": "Generate images",
+    "description": "OpenRouter's `ImageGenerationRequest`. Returns `{created, data, usage}` as JSON, "
+    "or `text/event-stream` when `stream` is true and the endpoint streams natively.",
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ImageRequest.model_json_schema()}},
+        }
+    },
+}
+
+
+@router.post("/images", tags=["Images"], **_GENERATE_DOC)
+async def create_images(request: Request) -> Response:
+    return await _generate(request)
+
+
+@router.post("/images/generations", tags=["Images"], include_in_schema=True, **_GENERATE_DOC)
+async def create_images_alias(request: Request) -> Response:
+    """Alias of ``POST /images``, as on OpenRouter."""
+    return await _generate(request)
+
+
+@router.post("/images/edits", include_in_schema=False)
+@router.post("/images/variations", include_in_schema=False)
+async def no_edits() -> Response:
+    # OpenRouter has no edits route: edits are `input_references` on /images.
+    raise NotFound("Not Found")
+
+
+async def _generate(request: Request) -> Response:
+    state = request.app.state
+    image_request = parse_image_request(await request.body())
+    key = await authenticate(request, state.store)
+    if image_request.session_id is None and (header := request.headers.get("x-session-id")):
+        image_request = image_request.model_copy(update={"session_id": header[:256]})
+    wants_stream = bool(image_request.stream)
+    generation = await state.gateway.prepare(image_request, key, stream=wants_stream)
+    streaming = wants_stream and generation.primary.endpoint.supports_streaming
+    generation.streamed = streaming
+    generation.origin = request.headers.get("http-referer")
+    generation.app_title = request.headers.get("x-openrouter-title") or request.headers.get("x-title")
+    generation.start()
+    if streaming:
+        return StreamingResponse(
+            _sse(generation, state.settings.sse_keepalive_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_headers(generation, generation.primary)},
+        )
+    return await _buffered(generation, request)
+
+
+def parse_image_request(body: bytes) -> ImageRequest:
+    if not body.strip():
+        raise InvalidRequest("Request body is empty: expected a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    try:
+        return ImageRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise InvalidRequest(
+            format_validation_issues(errors),
+            metadata={"issues": [{"path": list(e["loc"]), "message": e["msg"]} for e in errors]},
+        ) from None
+
+
+async def _buffered(generation: Generation, request: Request) -> Response:
+    with generation.consuming():
+        collecting = asyncio.create_task(_collect(generation))
+        disconnected = asyncio.create_task(_client_gone(request))
+        try:
+            await asyncio.wait({collecting, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnected.cancel()
+        if not collecting.done():
+            collecting.cancel()  # the generation itself goes on and is recorded, unbilled
+            return Response(status_code=499)
+        try:
+            images, finished = collecting.result()
+        except ImagegateError as exc:
+            exc.headers.setdefault("X-Generation-Id", generation.id)  # the failure is on record too
+            raise
+        body = image_response_body(
+            generation.created, ((img.b64, img.media_type) for img in images), finished.usage
+        )
+        generation.mark_delivered()
+        return Response(body, media_type="application/json", headers=_headers(generation, finished.attempt))
+
+
+async def _collect(generation: Generation) -> tuple[list[ImageOut], Finished]:
+    images: list[ImageOut] = []
+    async for event in generation.events():
+        if isinstance(event, ImageOut):
+            images.append(event)
+        elif isinstance(event, Finished):
+            return images, event
+        elif isinstance(event, Failed):
+            raise event.error
+    raise ImagegateError("Generation ended without a result")
+
+
+async def _client_gone(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[bytes]:
+    """``data:`` events only, ``: `` comments while waiting, ``data: [DONE]`` at the end."""
+    with generation.consuming():
+        yield SSE_KEEPALIVE  # flushes the headers at once
+        events = aiter(generation.events())
+        pending_image: ImageOut | None = None  # held back: the last one carries the usage
+        next_event = asyncio.ensure_future(anext(events))
+        try:
+            while True:
+                done, _ = await asyncio.wait({next_event}, timeout=keepalive_s)
+                if not done:
+                    yield SSE_KEEPALIVE
+                    continue
+                try:
+                    event = next_event.result()
+                except StopAsyncIteration:
+                    break
+                next_event = asyncio.ensure_future(anext(events))
+                if isinstance(event, PartialOut):
+                    yield sse_event(
+                        {"type": "image_generation.partial_image", "partial_image_index": event.index},
+                        b64=event.b64,
+                    )
+                elif isinstance(event, TextOut):
+                    yield sse_event({"type": "image_generation.text_chunk", "text": event.text, "phase": event.phase})
+                elif isinstance(event, ImageOut):
+                    if pending_image is not None:
+                        yield _completed(generation, pending_image, None)
+                    pending_image = event
+                elif isinstance(event, Finished):
+                    if pending_image is not None:
+                        yield _completed(generation, pending_image, event.usage)
+                        pending_image = None
+                    generation.mark_delivered()
+                elif isinstance(event, Failed):
+                    yield _error_event(event.error)
+        finally:
+            next_event.cancel()
+        yield SSE_DONE
+
+
+def _completed(generation: Generation, image: ImageOut, usage: dict[str, Any] | None) -> bytes:
+    payload: dict[str, Any] = {
+        "type": "image_generation.completed",
+        "media_type": image.media_type,
+        "created": generation.created,
+    }
+    if usage is not None:
+        payload["usage"] = usage
+    return sse_event(payload, b64=image.b64)
+
+
+def _error_event(error: ImagegateError) -> bytes:
+    code = error.error_type or ("upstream_error" if error.status >= 500 else "invalid_request")
+    return sse_event({
+        "type": "error",
+        "error": {
+            "code": code,
+            "message": error.message,
+            "param": error.metadata.get("param"),
+            "type": "provider_error" if error.status >= 500 else "invalid_request_error",
+        },
+    })
+
+
+def _headers(generation: Generation, attempt: Attempt) -> dict[str, str]:
+    applied = attempt.applied()
+    headers = {
+        "X-Generation-Id": generation.id,
+        "X-Provider-Name": attempt.endpoint.provider_name,
+        "X-Imagegate-Provider": attempt.endpoint.provider_slug,
+        "X-Imagegate-Size": f"{applied['width']}x{applied['height']}",
+        "X-Imagegate-Resolution": applied["resolution"],
+        "X-Imagegate-Aspect-Ratio": applied["aspect_ratio"],
+        "X-Imagegate-Format": applied["output_format"],
+        "X-Imagegate-Dropped": ",".join(applied["dropped"]),
+        "X-Imagegate-Clamped": ",".join(applied["clamped"]),
+    }
+    if "quality" in applied:
+        headers["X-Imagegate-Quality"] = applied["quality"]
+    return headers
+
+

@@ -1,0 +1,104 @@
+"""Pricing lines × usage → cost, in exact decimal arithmetic.
+
+Pure functions: no I/O, no globals. Floats appear only when a cost is written into JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from imagegate.catalog import PricingLine
+from imagegate.providers.base import Usage
+
+ZERO = Decimal(0)
+#: One megapixel is 1024×1024 pixels, so a 1024² image bills exactly 1 MP (as OpenRouter does).
+PIXELS_PER_MEGAPIXEL = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    total: Decimal
+    prompt: Decimal  # input_* lines
+    completion: Decimal  # output_* lines
+
+
+def megapixels(width: int, height: int) -> Decimal:
+    return Decimal(width * height) / PIXELS_PER_MEGAPIXEL
+
+
+def quantity(line: PricingLine, usage: Usage) -> Decimal:
+    """How many units of ``line`` the usage consumed."""
+    if line.unit == "request":
+        return Decimal(usage.requests)
+    if line.billable == "output_image":
+        return {
+            "image": Decimal(usage.output_images),
+            "megapixel": usage.output_megapixels,
+            "token": Decimal(usage.output_image_tokens),
+        }[line.unit]
+    if line.billable in ("input_image", "input_reference"):
+        return {
+            "image": Decimal(usage.input_images),
+            "megapixel": usage.input_megapixels,
+            "token": Decimal(usage.input_image_tokens),
+        }[line.unit]
+    if line.billable == "input_text":
+        return Decimal(usage.input_text_tokens) if line.unit == "token" else ZERO
+    if line.billable == "input_font":
+        return Decimal(usage.input_fonts) if line.unit == "image" else ZERO
+    return ZERO
+
+
+def applicable_lines(pricing: Iterable[PricingLine], tier: str | None) -> list[PricingLine]:
+    """Lines that bill this generation.
+
+    Lines without a ``variant`` always apply. Where lines of one (billable, unit) carry
+    variants (``1k``, ``2k`` …), the one matching the applied tier applies; when none
+    matches, the first of them is the base price.
+    """
+    groups: dict[tuple[str, str], list[PricingLine]] = {}
+    for line in pricing:
+        groups.setdefault((line.billable, line.unit), []).append(line)
+    chosen = []
+    for lines in groups.values():
+        variants = [line for line in lines if line.variant is not None]
+        chosen += [line for line in lines if line.variant is None]
+        if variants:
+            wanted = tier.lower() if tier else None
+            match = next((line for line in variants if line.variant.lower() == wanted), None)
+            chosen.append(match or variants[0])
+    return chosen
+
+
+def compute_cost(pricing: Iterable[PricingLine], usage: Usage, tier: str | None = None) -> Cost:
+    prompt = completion = ZERO
+    for line in applicable_lines(pricing, tier):
+        amount = line.cost_usd * quantity(line, usage)
+        if line.billable == "output_image":
+            completion += amount
+        else:
+            prompt += amount
+    return Cost(total=prompt + completion, prompt=prompt, completion=completion)
+
+
+def usage_to_wire(usage: Usage, cost: Cost, *, billed: bool = True) -> dict:
+    """``ImageGenerationUsage`` as OpenRouter returns it."""
+    prompt_tokens = usage.input_text_tokens + usage.input_image_tokens
+    completion_tokens = usage.output_image_tokens
+    total = cost.total if billed else ZERO
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost": float(total),
+        "is_byok": False,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "cost_details": {
+            "upstream_inference_cost": float(cost.total),
+            "upstream_inference_prompt_cost": float(cost.prompt),
+            "upstream_inference_completions_cost": float(cost.completion),
+        },
+        "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": completion_tokens},
+    }

@@ -1,0 +1,174 @@
+"""``imagegate`` command line: serve, models, keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imagegate.catalog import PricingLine, load_catalog
+from imagegate.providers import configured_providers
+from imagegate.settings import load_settings
+from imagegate.store import Store, upgrade
+
+app = typer.Typer(help="imagegate: OpenRouter's Image API, self-hosted.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+# Human-facing output goes to stderr, so stdout carries only what scripts capture.
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+) -> None:
+    """Migrate the database and serve the API."""
+    import uvicorn
+
+    from imagegate.api.app import create_app
+
+    settings = load_settings()
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    upgrade(settings.database_url)
+    if settings.bootstrap_key:
+        created = _run_store(settings.database_url, _bootstrap_key)
+        if created:
+            err.print("[bold]No API keys existed, so one was created. It is shown only once:[/bold]")
+            print(created, flush=True)
+    err.print(f"imagegate serving on [bold]http://{host}:{port}[/bold]  (API under /api/v1)")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def models() -> None:
+    """Show the models and endpoints this gateway serves."""
+    settings = load_settings()
+    providers = configured_providers(settings)
+    catalog = load_catalog(settings.catalog_paths).restricted(set(providers))
+    table = Table(title="Image models")
+    for column in ("model", "endpoint", "streams", "n", "refs", "pricing"):
+        table.add_column(column)
+    for model in catalog.models():
+        for i, endpoint in enumerate(model.endpoints):
+            params = endpoint.supported_parameters
+            table.add_row(
+                model.id if i == 0 else "",
+                endpoint.provider_slug,
+                "yes" if endpoint.supports_streaming else "no",
+                _range(params.get("n")),
+                _range(params.get("input_references")),
+                "; ".join(describe_price(line) for line in endpoint.pricing),
+            )
+    out.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A note to recognize the key by.")] = "",
+) -> None:
+    """Create a key and print it (alone, on stdout). It cannot be shown again."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    secret, record = _run_store(settings.database_url, lambda store: store.create_key(name))
+    err.print(f"Created key {record.label} (hash {record.hash[:16]}…)")
+    print(secret, flush=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    records = _run_store(settings.database_url, lambda store: store.list_keys())
+    table = Table(title="API keys")
+    for column in ("hash", "label", "name", "created", "last used", "status"):
+        table.add_column(column)
+    for key in records:
+        table.add_row(
+            key.hash[:16],
+            key.label,
+            key.name,
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never",
+            "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d}",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ident: Annotated[str, typer.Argument(help="The key's hash (or a unique prefix of it), or its label.")],
+) -> None:
+    """Revoke a key; requests with it get 401 from then on."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    try:
+        record = _run_store(settings.database_url, lambda store: store.revoke_key(ident))
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if record is None:
+        err.print(f"[red]No key matches {ident!r}[/red]")
+        raise typer.Exit(1)
+    err.print(f"Revoked {record.label} (hash {record.hash[:16]}…)")
+
+
+def describe_price(line: PricingLine) -> str:
+    """A pricing line in plain words: ``$0.03 per megapixel of output``."""
+    what = {
+        "output_image": "of output",
+        "input_image": "of input images",
+        "input_reference": "per reference image",
+        "input_text": "of prompt text",
+        "input_font": "per font",
+    }[line.billable]
+    unit = {"image": "image", "megapixel": "megapixel", "token": "token", "request": "request"}[line.unit]
+    price = f"${format(line.cost_usd.normalize(), 'f')} per {unit}"
+    if line.billable == "input_reference":
+        price = f"${format(line.cost_usd.normalize(), 'f')} per reference image"
+    elif line.unit != "request":
+        price += f" {what}"
+    return price + (f" ({line.variant})" if line.variant else "")
+
+
+# --- helpers ---
+
+
+async def _bootstrap_key(store: Store) -> str | None:
+    if await store.count_active_keys():
+        return None
+    secret, _record = await store.create_key("bootstrap")
+    return secret
+
+
+def _run_store(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = Store(url)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _range(descriptor: object) -> str:
+    if descriptor is None:
+        return "-"
+    low, high = getattr(descriptor, "min", None), getattr(descriptor, "max", None)
+    return str(low) if low == high else f"{low}-{high}"

@@ -1,0 +1,514 @@
+"""One generation, end to end; the only place that knows the order of the steps.
+
+``prepare`` does everything that can fail because of the client (model, capabilities,
+sizing, format rules, references) and so turns into an HTTP error before any response
+starts. ``Generation.start`` then runs the attempts in a task of its own, so a client that
+goes away does not kill a generation that is already paid for upstream: it completes, is
+recorded, and is not billed to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from imagegate import billing, imaging
+from imagegate.billing import Cost
+from imagegate.capabilities import (
+    OutputPlan,
+    check_background,
+    dropped_parameters,
+    no_provider_error,
+    plan_output,
+    rejections,
+    requested_parameters,
+)
+from imagegate.catalog import Catalog, Endpoint, Model
+from imagegate.errors import (
+    ImagegateError,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from imagegate.providers.base import (
+    MEDIA_TYPES,
+    Blob,
+    Done,
+    Image,
+    Partial,
+    Provider,
+    ProviderJob,
+    ReferenceImage,
+    TextChunk,
+    Usage,
+)
+from imagegate.references import ReferenceLoader
+from imagegate.routing import route
+from imagegate.sizing import AppliedSize, SizeRequest, parse_size, resolve_size
+from imagegate.store import GenerationRecord, KeyRecord, Store, new_generation_id
+from imagegate.wire import ImageRequest
+
+log = logging.getLogger(__name__)
+
+#: How long a finished run waits for its consumer before recording "not delivered".
+CONSUMER_GRACE_S = 600.0
+
+
+# --- what a Generation emits to the API layer ---
+
+
+@dataclass(frozen=True, slots=True)
+class PartialOut:
+    index: int
+    b64: bytes
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextOut:
+    text: str
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOut:
+    index: int
+    b64: bytes
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    usage: dict[str, Any]
+    attempt: Attempt  # the endpoint that answered
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: ImagegateError
+
+
+GatewayEvent = PartialOut | TextOut | ImageOut | Finished | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One endpoint, with the request already translated for it."""
+
+    endpoint: Endpoint
+    size: AppliedSize
+    output: OutputPlan
+    quality: str | None
+    seed: int | None
+    dropped: tuple[str, ...]
+    options: Mapping[str, Any]
+
+    def applied(self) -> dict[str, Any]:
+        """What the client gets on this endpoint (headers and the generation record)."""
+        applied: dict[str, Any] = {
+            "provider_slug": self.endpoint.provider_slug,
+            "width": self.size.width,
+            "height": self.size.height,
+            "resolution": self.size.resolution,
+            "aspect_ratio": self.size.aspect_ratio,
+            "output_format": self.output.final_format,
+            "dropped": list(self.dropped),
+            "clamped": sorted(self.size.clamped),
+            "adjustments": list(self.size.adjustments),
+            "converted": self.output.converts,
+        }
+        if self.quality is not None:
+            applied["quality"] = self.quality
+        if self.output.compression is not None:
+            applied["output_compression"] = self.output.compression
+        if self.output.transparent:
+            applied["background"] = "transparent"
+        return applied
+
+
+@dataclass
+class _Outcome:
+    """What a run found out, for the generation record."""
+
+    tried: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage | None = None
+    cost: Cost = field(default_factory=lambda: Cost(billing.ZERO, billing.ZERO, billing.ZERO))
+    error: ImagegateError | None = None
+    answered: Attempt | None = None
+    first_event_at: float | None = None
+
+
+@dataclass
+class Generation:
+    """A prepared generation. ``start()`` runs it; ``events()`` reads what it produces.
+
+    The consumer (the API layer) wraps its reading in ``consuming()`` and calls
+    ``mark_delivered()`` once the client has the final result; the run waits for that before
+    it records the outcome, so a result the client never received is never billed.
+    """
+
+    id: str
+    request: ImageRequest
+    key: KeyRecord
+    model: Model
+    attempts: list[Attempt]
+    references: tuple[ReferenceImage, ...]
+    gateway: Gateway
+    streamed: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+    delivered: bool = False
+    origin: str | None = None  # the client's HTTP-Referer
+    app_title: str | None = None  # the client's X-OpenRouter-Title / X-Title
+    _queue: asyncio.Queue[GatewayEvent | None] = field(default_factory=asyncio.Queue)
+    _consumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def primary(self) -> Attempt:
+        return self.attempts[0]
+
+    def start(self) -> None:
+        self.gateway.track(asyncio.create_task(self._run(), name=f"generation {self.id}"))
+
+    async def events(self) -> AsyncIterator[GatewayEvent]:
+        while (event := await self._queue.get()) is not None:
+            yield event
+
+    @contextlib.contextmanager
+    def consuming(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._consumed.set()
+
+    def mark_delivered(self) -> None:
+        self.delivered = True
+
+    # --- the run ---
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        outcome = _Outcome()
+        try:
+            await self._try_attempts(outcome)
+        except Exception:  # a bug of ours: masked for the client, logged in full
+            log.exception("generation %s crashed", self.id)
+            outcome.error = InternalError("Internal server error")
+            await self._queue.put(Failed(outcome.error))
+        finally:
+            await self._queue.put(None)
+            try:
+                await asyncio.wait_for(self._consumed.wait(), CONSUMER_GRACE_S)
+            except TimeoutError:
+                log.warning("generation %s: consumer never finished reading", self.id)
+            await self._record(started, outcome)
+
+    async def _try_attempts(self, outcome: _Outcome) -> None:
+        sent_to_client = False
+        for attempt in self.attempts:
+            attempt_started = time.monotonic()
+            held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
+            images: list[dict[str, Any]] = []
+            try:
+                async for event in self._run_attempt(attempt):
+                    if outcome.first_event_at is None:
+                        outcome.first_event_at = time.monotonic()
+                    if isinstance(event, Usage):
+                        outcome.usage = _measured_usage(event, images, self.references)
+                        continue
+                    if isinstance(event, ImageOut):
+                        images.append(_describe(event))
+                    if self.streamed:
+                        sent_to_client = True
+                        await self._queue.put(event)
+                    else:
+                        held.append(event)
+            except ImagegateError as exc:
+                outcome.tried.append(_attempt_record(attempt, attempt_started, exc))
+                outcome.error = exc
+                outcome.usage = None
+                can_fall_back = isinstance(exc, UpstreamError) and exc.retryable and not sent_to_client
+                if can_fall_back and attempt is not self.attempts[-1]:
+                    log.info("generation %s: %s failed (%s); falling back", self.id,
+                             attempt.endpoint.provider_slug, exc.message)
+                    continue
+                await self._queue.put(Failed(exc))
+                return
+            outcome.tried.append(_attempt_record(attempt, attempt_started, None))
+            outcome.answered, outcome.error, outcome.images = attempt, None, images
+            for event in held:
+                await self._queue.put(event)
+            usage = outcome.usage or _measured_usage(Usage(), images, self.references)
+            outcome.usage = usage
+            outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
+            await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt))
+            return
+
+    async def _run_attempt(self, attempt: Attempt) -> AsyncIterator[GatewayEvent | Usage]:
+        provider = self.gateway.providers[attempt.endpoint.provider]
+        timeout = float(attempt.endpoint.settings.get("timeout_s", self.gateway.provider_timeout_s))
+        produced = 0
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in provider.run(self._job(attempt, timeout)):
+                    if isinstance(event, Partial):
+                        yield PartialOut(event.index, event.image.b64, event.media_type)
+                    elif isinstance(event, TextChunk):
+                        yield TextOut(event.text, event.phase)
+                    elif isinstance(event, Image):
+                        blob, media_type = await _shape_output(event, attempt.output)
+                        yield ImageOut(produced, blob.b64, media_type)
+                        produced += 1
+                    elif isinstance(event, Done):
+                        yield event.usage
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{attempt.endpoint.provider_name} did not answer within {timeout:g} s"
+            ) from None
+        if produced == 0:
+            raise UpstreamError(f"{attempt.endpoint.provider_name} returned no image")
+
+    def _job(self, attempt: Attempt, timeout: float) -> ProviderJob:
+        request, listed = self.request, attempt.endpoint.supported_parameters
+        return ProviderJob(
+            upstream_model=attempt.endpoint.upstream_model,
+            prompt=request.prompt,
+            n=request.n or 1,
+            size=attempt.size,
+            output_format=attempt.output.native_format,
+            quality=attempt.quality,
+            background=request.background if "background" in listed else None,
+            output_compression=attempt.output.compression if "output_compression" in listed else None,
+            seed=attempt.seed,
+            references=self.references,
+            options=attempt.options,
+            stream=self.streamed and attempt.endpoint.supports_streaming,
+            deadline=time.monotonic() + timeout,
+            settings=attempt.endpoint.settings,
+        )
+
+    async def _record(self, started: float, outcome: _Outcome) -> None:
+        error, answered = outcome.error, outcome.answered
+        last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
+        succeeded = error is None and answered is not None
+        billed = succeeded and self.delivered
+        status = "succeeded" if billed else "cancelled" if succeeded else "failed"
+        usage = outcome.usage
+        record = GenerationRecord(
+            id=self.id,
+            key_id=self.key.id,
+            model=self.model.id,
+            provider_name=last.endpoint.provider_name if last else "",
+            provider_slug=last.endpoint.provider_slug if last else None,
+            status=status,
+            http_status=200 if error is None else error.status,
+            error_message=None if error is None else error.message,
+            streamed=self.streamed,
+            cancelled=status == "cancelled",
+            latency_ms=None if outcome.first_event_at is None else round((outcome.first_event_at - started) * 1000),
+            generation_time_ms=round((time.monotonic() - started) * 1000),
+            cost_usd=outcome.cost.total if billed else billing.ZERO,
+            num_images=len(outcome.images) if succeeded else 0,
+            num_references=len(self.references),
+            usage={} if usage is None else billing.usage_to_wire(usage, outcome.cost, billed=billed),
+            applied=(last or self.primary).applied(),
+            images=outcome.images if succeeded else [],
+            attempts=outcome.tried,
+            session_id=self.request.session_id,
+            user=self.request.user,
+            origin=self.origin,
+            app_title=self.app_title,
+        )
+        try:
+            await self.gateway.store.record_generation(record)
+        except Exception:
+            log.exception("generation %s: could not store its record", self.id)
+
+
+class Gateway:
+    """Holds what every generation needs: catalog, providers, store, reference loader."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        providers: Mapping[str, Provider],
+        store: Store,
+        references: ReferenceLoader,
+        provider_timeout_s: float = 300.0,
+    ) -> None:
+        self.catalog = catalog
+        self.providers = dict(providers)
+        self.store = store
+        self.references = references
+        self.provider_timeout_s = provider_timeout_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Let running generations finish and be recorded (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+
+    async def prepare(self, request: ImageRequest, key: KeyRecord, *, stream: bool) -> Generation:
+        model = self.catalog.get(request.model)
+        if model is None:
+            raise NotFound(
+                f"Model {request.model} does not exist or has no image endpoint configured",
+                metadata={"param": "model"},
+            )
+        reference_urls = request.reference_urls
+        fields = request.model_dump(exclude_none=True)
+        resolution = _resolution_with_size_tier(request)
+        if resolution is not None:
+            fields["resolution"] = resolution
+        requested = requested_parameters(fields, len(reference_urls))
+
+        found = []
+        capable = []
+        for endpoint in route(model.endpoints, request.provider):
+            problems = rejections(endpoint, requested)
+            found += problems
+            if not problems:
+                capable.append(endpoint)
+        if not capable:
+            raise no_provider_error(model.id, requested, found, len(model.endpoints))
+
+        check_background(request.background, request.output_format)
+        attempts = [self._attempt(endpoint, request, requested) for endpoint in capable]
+        references = await self.references.load(reference_urls) if reference_urls else ()
+        return Generation(
+            id=new_generation_id(),
+            request=request,
+            key=key,
+            model=model,
+            attempts=attempts,
+            references=references,
+            gateway=self,
+            streamed=stream,
+        )
+
+    def _attempt(self, endpoint: Endpoint, request: ImageRequest, requested: Mapping[str, Any]) -> Attempt:
+        listed = endpoint.supported_parameters
+        size = resolve_size(
+            SizeRequest(
+                resolution=requested.get("resolution") if "resolution" in listed else None,
+                aspect_ratio=request.aspect_ratio if "aspect_ratio" in listed else None,
+                size=request.size if request.size and parse_size(request.size)[1] else None,
+            ),
+            endpoint.size_rules,
+        )
+        return Attempt(
+            endpoint=endpoint,
+            size=size,
+            output=plan_output(endpoint, request.output_format, request.background, request.output_compression),
+            quality=request.quality if "quality" in listed else None,
+            seed=request.seed if "seed" in listed else None,
+            dropped=tuple(dropped_parameters(endpoint, requested)),
+            options=_passthrough(endpoint, request),
+        )
+
+
+# --- helpers ---
+
+
+def _resolution_with_size_tier(request: ImageRequest) -> str | None:
+    """A tier ``size`` is the same as ``resolution``; the two must agree."""
+    if not request.size:
+        return request.resolution
+    tier, _pixels = parse_size(request.size)
+    if tier is None:
+        return request.resolution
+    if request.resolution is not None and request.resolution != tier:
+        raise InvalidRequest(
+            f'size "{request.size}" conflicts with resolution "{request.resolution}"',
+            metadata={"param": "size"},
+        )
+    return tier
+
+
+def _passthrough(endpoint: Endpoint, request: ImageRequest) -> dict[str, Any]:
+    """``provider.options[slug]`` for this endpoint, limited to its allow-list."""
+    options = (request.provider.options if request.provider else None) or {}
+    chosen: dict[str, Any] = {}
+    for slug in (endpoint.provider_slug.split("/", 1)[0], endpoint.provider_slug):
+        chosen.update(options.get(slug) or {})
+    allowed = set(endpoint.allowed_passthrough_parameters)
+    return {k: v for k, v in chosen.items() if k in allowed}
+
+
+async def _shape_output(event: Image, plan: OutputPlan) -> tuple[Blob, str]:
+    """Convert only what the client asked for and the upstream could not give."""
+    if not plan.converts and event.media_type == MEDIA_TYPES.get(plan.final_format, event.media_type):
+        return event.image, event.media_type
+    if event.media_type == MEDIA_TYPES["svg"]:
+        return event.image, event.media_type  # vectors are never rasterized
+    converted = await imaging.transcode_async(
+        event.image.raw,
+        to_format=plan.final_format,
+        compression=plan.compression,
+        transparent=plan.convert_transparency,
+    )
+    return Blob.from_raw(converted), MEDIA_TYPES[plan.final_format]
+
+
+def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: tuple[ReferenceImage, ...]) -> Usage:
+    """The provider's usage, with counts the gateway measured itself taking precedence."""
+    output_pixels = sum((img["width"] or 0) * (img["height"] or 0) for img in images)
+    input_pixels = sum(ref.width * ref.height for ref in references)
+    return Usage(
+        output_images=len(images) or reported.output_images,
+        output_megapixels=Decimal(output_pixels) / billing.PIXELS_PER_MEGAPIXEL
+        if output_pixels
+        else reported.output_megapixels,
+        output_image_tokens=reported.output_image_tokens,
+        input_images=len(references),
+        input_megapixels=Decimal(input_pixels) / billing.PIXELS_PER_MEGAPIXEL,
+        input_image_tokens=reported.input_image_tokens,
+        input_text_tokens=reported.input_text_tokens,
+        input_fonts=reported.input_fonts,
+        requests=reported.requests,
+    )
+
+
+def _describe(image: ImageOut) -> dict[str, Any]:
+    """Dimensions, size and hash of an output: what the record keeps instead of the payload."""
+    raw = Blob.from_b64(image.b64).raw
+    try:
+        info = imaging.probe(raw)
+        width, height = info.width, info.height
+    except ValueError:
+        width = height = None
+    return {
+        "width": width,
+        "height": height,
+        "media_type": image.media_type,
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def _attempt_record(attempt: Attempt, started: float, error: ImagegateError | None) -> dict[str, Any]:
+    return {
+        "provider_name": attempt.endpoint.provider_name,
+        "provider_slug": attempt.endpoint.provider_slug,
+        "status": 200 if error is None else error.status,
+        "latency_ms": round((time.monotonic() - started) * 1000),
+        "error": None if error is None else error.message,
+    }
+
+
+def _attempt_by_slug(attempts: list[Attempt], slug: str | None) -> Attempt | None:
+    return next((a for a in attempts if a.endpoint.provider_slug == slug), None)

@@ -1,0 +1,81 @@
+"""Configuration: ``IMAGEGATE_*`` environment variables over an optional ``imagegate.yaml``.
+
+Every field has an embedded default, so a fresh machine runs with no configuration at all:
+SQLite in the working directory, no Redis, the built-in sandbox model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+MiB = 1024 * 1024
+
+
+def config_file() -> Path:
+    """``IMAGEGATE_CONFIG`` if set, else ``./imagegate.yaml``."""
+    return Path(os.environ.get("IMAGEGATE_CONFIG", "imagegate.yaml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGEGATE_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///imagegate.db",
+        description="SQLAlchemy async URL; SQLite file in the working directory by default.",
+    )
+    redis_url: str | None = Field(None, description="Reserved for shared limits across instances.")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    max_body_bytes: int = Field(64 * MiB, description="Largest request body; bigger is a 413.")
+    sse_keepalive_s: float = Field(5.0, gt=0, description="Seconds between SSE keep-alive comments.")
+    provider_timeout_s: float = Field(
+        300.0, gt=0, description="Default deadline for one upstream generation."
+    )
+
+    reference_max_bytes: int = Field(20 * MiB, description="Largest encoded reference image.")
+    reference_max_pixels: int = Field(50_000_000, description="Largest reference width×height.")
+    reference_fetch_timeout_s: float = Field(20.0, gt=0)
+    reference_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs exempt from the refusal to fetch references from private addresses.",
+    )
+
+    bootstrap_key: bool = Field(
+        True, description="On start with no API keys, create one and print it."
+    )
+    catalog_paths: list[Path] = Field(
+        default_factory=list, description="Extra catalog YAML files or folders, merged over ours."
+    )
+    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path.is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

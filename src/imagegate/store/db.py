@@ -1,0 +1,69 @@
+"""Engine and session factory.
+
+``create_engine(url)`` returns an ``AsyncEngine``. For SQLite every new connection gets
+``journal_mode=WAL``, ``busy_timeout=5000`` and ``foreign_keys=ON``, and a missing parent
+directory of the database file is created. A URL without an async driver is given one
+(``sqlite://`` → ``sqlite+aiosqlite://``, ``postgresql://`` → ``postgresql+asyncpg://``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///imagegate.db"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(database_url: str | URL) -> URL:
+    """``database_url`` with an async driver named (left alone when it names one)."""
+    url = make_url(database_url)
+    backend = "postgresql" if url.get_backend_name() in ("postgres", "postgresql") else None
+    backend = backend or url.get_backend_name()
+    if "+" not in url.drivername and backend in _ASYNC_DRIVERS:
+        url = url.set(drivername=_ASYNC_DRIVERS[backend])
+    return url
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a file-backed SQLite URL; ``None`` for others and in-memory."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.fetchall()
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def create_engine(database_url: str | URL = DEFAULT_DATABASE_URL, **kwargs: Any) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``database_url``; ``kwargs`` go to ``create_async_engine``."""
+    url = async_url(database_url)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = _create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

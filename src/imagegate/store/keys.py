@@ -1,0 +1,184 @@
+"""API keys: issue, authenticate, list and revoke.
+
+Only the sha256 of a secret is stored. Authentication hashes the presented secret and looks
+it up through the unique index on ``hash``, so no comparison of secrets happens in Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagegate.store.coltypes import utcnow
+from imagegate.store.ids import KEY_PREFIX, hash_secret, is_secret_shaped, label_for, new_secret
+from imagegate.store.models import ApiKey
+
+log = logging.getLogger(__name__)
+
+#: ``last_used_at`` is written at most once per this interval per key.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: Shortest hash prefix ``revoke_key`` accepts.
+MIN_HASH_PREFIX = 8
+_MAX_SECRET_LENGTH = 256
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRecord:
+    id: int
+    hash: str
+    label: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    is_management: bool
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> KeyRecord:
+        return cls(
+            id=row.id,
+            hash=row.hash,
+            label=row.label,
+            name=row.name,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+            last_used_at=row.last_used_at,
+            is_management=row.is_management,
+        )
+
+
+class KeyRepository:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        # key id -> monotonic time of our last last_used_at write (skips the UPDATE entirely)
+        self._touched: dict[int, float] = {}
+
+    async def create_key(
+        self, name: str = "", *, is_management: bool = False
+    ) -> tuple[str, KeyRecord]:
+        secret = new_secret()
+        row = ApiKey(
+            hash=hash_secret(secret),
+            label=label_for(secret),
+            name=name,
+            created_at=utcnow(),
+            is_management=is_management,
+        )
+        async with self._sessionmaker.begin() as session:
+            session.add(row)
+            await session.flush()
+            record = KeyRecord.from_row(row)
+        return secret, record
+
+    async def authenticate(self, secret: str) -> KeyRecord | None:
+        if not secret or len(secret) > _MAX_SECRET_LENGTH:
+            return None
+        async with self._sessionmaker() as session:
+            row = await session.scalar(select(ApiKey).where(ApiKey.hash == hash_secret(secret)))
+            record = None if row is None else KeyRecord.from_row(row)
+        if record is None or not record.active:
+            return None
+        return await self._touch(record)
+
+    async def _touch(self, record: KeyRecord) -> KeyRecord:
+        """Best-effort ``last_used_at`` update, at most once per minute per key."""
+        now = utcnow()
+        if record.last_used_at is not None and now - record.last_used_at < LAST_USED_RESOLUTION:
+            return record
+        seen = self._touched.get(record.id)
+        if seen is not None and time.monotonic() - seen < LAST_USED_RESOLUTION.total_seconds():
+            return record
+        self._touched[record.id] = time.monotonic()
+        try:
+            async with self._sessionmaker.begin() as session:
+                await session.execute(
+                    update(ApiKey)
+                    .where(
+                        ApiKey.id == record.id,
+                        or_(
+                            ApiKey.last_used_at.is_(None),
+                            ApiKey.last_used_at < now - LAST_USED_RESOLUTION,
+                        ),
+                    )
+                    .values(last_used_at=now)
+                )
+        except OperationalError as exc:  # a busy database must not fail authentication
+            log.warning("could not record last use of key %s: %s", record.label, exc)
+            return record
+        return replace(record, last_used_at=now)
+
+    async def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
+        query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+        if not include_revoked:
+            query = query.where(ApiKey.revoked_at.is_(None))
+        async with self._sessionmaker() as session:
+            return [KeyRecord.from_row(row) for row in await session.scalars(query)]
+
+    async def count_active_keys(self) -> int:
+        async with self._sessionmaker() as session:
+            query = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+            return int(await session.scalar(query) or 0)
+
+    async def revoke_key(self, ident: str) -> KeyRecord | None:
+        """Revoke the key named by ``ident`` and return it (``None`` when nothing matches).
+
+        ``ident`` is the full hash, a hash prefix of at least 8 hex characters, the label
+        (``sk-ig-v1-abc...xyz``) or the secret itself. When several keys match, the active
+        ones are preferred; if that still leaves more than one, ``ValueError`` is raised and
+        nothing is revoked. Revoking a key already revoked returns it unchanged.
+        """
+        matches = await self._resolve(ident.strip())
+        if not matches:
+            return None
+        if len(matches) > 1:
+            active = [m for m in matches if m.active]
+            matches = active or matches
+        if len(matches) > 1:
+            listing = ", ".join(f"{m.label} (hash {m.hash[:12]})" for m in matches[:5])
+            raise ValueError(
+                f"{ident!r} matches {len(matches)} keys: {listing}; "
+                "give a longer hash prefix or the full hash"
+            )
+        record = matches[0]
+        if not record.active:
+            return record
+        now = utcnow()
+        async with self._sessionmaker.begin() as session:
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == record.id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            row = await session.get(ApiKey, record.id, populate_existing=True)
+            assert row is not None
+            return KeyRecord.from_row(row)
+
+    async def _resolve(self, ident: str) -> list[KeyRecord]:
+        if is_secret_shaped(ident):
+            condition = ApiKey.hash == hash_secret(ident)
+        elif ident.startswith(KEY_PREFIX):
+            condition = ApiKey.label == ident
+        else:
+            prefix = ident.lower()
+            if not prefix or not set(prefix) <= _HEX:
+                return []
+            if len(prefix) < MIN_HASH_PREFIX:
+                raise ValueError(
+                    f"hash prefix {ident!r} is too short: "
+                    f"give at least {MIN_HASH_PREFIX} characters"
+                )
+            condition = ApiKey.hash.startswith(prefix, autoescape=True)
+        query = select(ApiKey).where(condition).order_by(ApiKey.created_at, ApiKey.id)
+        async with self._sessionmaker() as session:
+            return [KeyRecord.from_row(row) for row in await session.scalars(query)]

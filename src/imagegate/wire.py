@@ -1,0 +1,127 @@
+"""OpenRouter's wire schema for the Image API: the request model and the response builders.
+
+Requests are validated with pydantic (small fields); image responses are assembled as
+bytes, because base64 needs no JSON escaping and multi-megabyte strings should never pass
+through a JSON encoder (measured: 2 MB body 0.08 ms joined vs 3.8 ms through json).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from imagegate.sizing import ASPECT_RATIOS, TIERS
+
+RESOLUTIONS = tuple(TIERS)
+QUALITIES = ("auto", "low", "medium", "high", "xhigh", "max")
+OUTPUT_FORMATS = ("png", "jpeg", "webp", "svg")
+BACKGROUNDS = ("auto", "transparent", "opaque")
+SORTS = ("price", "throughput", "latency", "exacto")
+
+Resolution = Literal["512", "768", "1K", "1.5K", "2K", "4K"]
+AspectRatio = Literal[
+    "1:1", "1:2", "1:4", "1:8", "2:1", "2:3", "2.35:1", "3:2", "3:4", "4:1", "4:3", "4:5",
+    "5:2", "5:4", "5:7", "7:5", "8:1", "9:16", "16:9", "9:19.5", "19.5:9", "9:20", "20:9",
+    "9:21", "21:9", "auto",
+]  # fmt: skip
+Quality = Literal["auto", "low", "medium", "high", "xhigh", "max"]
+OutputFormat = Literal["png", "jpeg", "webp", "svg"]
+Background = Literal["auto", "transparent", "opaque"]
+SortBy = Literal["price", "throughput", "latency", "exacto"]
+
+assert set(ASPECT_RATIOS) | {"auto"} == set(AspectRatio.__args__)  # type: ignore[attr-defined]
+
+MAX_REFERENCES = 16
+
+
+class _Wire(BaseModel):
+    # Unknown fields are ignored, as OpenRouter does (`mask`, `response_format` → 200).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ImageURL(_Wire):
+    url: StrictStr = Field(min_length=1)
+
+
+class ContentPartImage(_Wire):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class SortSpec(_Wire):
+    by: SortBy | None = None
+    partition: Literal["model", "none"] | None = None
+
+
+class ProviderPreferences(_Wire):
+    only: list[StrictStr] | None = None
+    order: list[StrictStr] | None = None
+    ignore: list[StrictStr] | None = None
+    sort: SortBy | SortSpec | None = None
+    allow_fallbacks: StrictBool | None = None
+    options: dict[str, dict[str, Any]] | None = None
+
+
+class ImageRequest(_Wire):
+    """``ImageGenerationRequest`` — the body of ``POST /api/v1/images``."""
+
+    model: StrictStr = Field(min_length=1)
+    prompt: StrictStr = Field(min_length=1)
+    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
+    resolution: Resolution | None = None
+    aspect_ratio: AspectRatio | None = None
+    size: StrictStr | None = None
+    quality: Quality | None = None
+    output_format: OutputFormat | None = None
+    background: Background | None = None
+    output_compression: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+    seed: StrictInt | None = None
+    stream: StrictBool | None = None
+    input_references: list[ContentPartImage] | None = Field(default=None, max_length=MAX_REFERENCES)
+    provider: ProviderPreferences | None = None
+    user: StrictStr | None = None
+    session_id: StrictStr | None = Field(default=None, max_length=256)
+    trace: dict[str, Any] | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+    @property
+    def reference_urls(self) -> list[str]:
+        return [part.image_url.url for part in self.input_references or ()]
+
+
+# --- response bodies, built as bytes ---
+
+
+def image_response_body(created: int, images: Iterable[tuple[bytes, str | None]], usage: dict) -> bytes:
+    """``{"created", "data": [{"b64_json", "media_type"}], "usage"}`` from base64 bytes."""
+    parts = [b'{"created":', str(created).encode(), b',"data":[']
+    for i, (b64, media_type) in enumerate(images):
+        if i:
+            parts.append(b",")
+        parts += (b'{"b64_json":"', b64, b'"')
+        if media_type:
+            parts += (b',"media_type":', orjson.dumps(media_type))
+        parts.append(b"}")
+    parts += (b'],"usage":', orjson.dumps(usage), b"}")
+    return b"".join(parts)
+
+
+def sse_event(payload: dict[str, Any], *, b64: bytes | None = None) -> bytes:
+    """One ``data: <json>`` SSE event; ``b64`` is appended as the ``b64_json`` field unescaped."""
+    body = orjson.dumps(payload)
+    if b64 is not None:
+        body = b"".join((body[:-1], b',"b64_json":"', b64, b'"}'))
+    return b"data: " + body + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+SSE_KEEPALIVE = b": \n\n"

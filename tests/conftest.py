@@ -1,0 +1,94 @@
+"""Shared fixtures: a real imagegate server on a random loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from imagegate.api.app import create_app
+from imagegate.settings import Settings
+from imagegate.store import Store, upgrade
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    key: str
+    database_url: str
+    settings: Settings
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/v1"
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=60, **kwargs)
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    def create_key(self, name: str = "") -> str:
+        return asyncio.run(_with_store(self.database_url, lambda s: s.create_key(name)))[0]
+
+
+async def _with_store(url: str, action: Callable) -> Any:
+    store = Store(url)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def start_server(tmp_path: Path, **overrides: Any) -> tuple[LiveServer, Callable[[], None]]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
+    settings = Settings(database_url=database_url, bootstrap_key=False, **overrides)
+    upgrade(database_url)
+    secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("imagegate test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings), stop
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the session, default settings (a short keep-alive, to see it in tests)."""
+    live, stop = start_server(tmp_path_factory.mktemp("server"), sse_keepalive_s=0.2)
+    yield live
+    stop()
+
+
+@pytest.fixture
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
+    """A server with settings of the test's own; stopped after the test."""
+    stops: list[Callable[[], None]] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        live, stop = start_server(tmp_path_factory.mktemp("server"), **overrides)
+        stops.append(stop)
+        return live
+
+    yield make
+    for stop in stops:
+        stop()

@@ -1,0 +1,70 @@
+"""Pricing lines × usage → exact cost."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imagegate.billing import applicable_lines, compute_cost, megapixels, usage_to_wire
+from imagegate.catalog import PricingLine
+from imagegate.providers.base import Usage
+
+
+def line(billable: str, unit: str, cost: str, variant: str | None = None) -> PricingLine:
+    return PricingLine(billable, unit, Decimal(cost), variant)
+
+
+def test_token_priced_cost_matches_openrouter_recorded_example() -> None:
+    # gpt-image-1-mini, low quality: 372 output tokens at $8e-6 and 15 prompt tokens at $2e-6.
+    pricing = [line("output_image", "token", "0.000008"), line("input_text", "token", "0.000002")]
+    cost = compute_cost(pricing, Usage(output_image_tokens=372, input_text_tokens=15))
+    assert cost.completion == Decimal("0.002976")
+    assert cost.prompt == Decimal("0.00003")
+    assert cost.total == Decimal("0.003006")
+
+
+def test_a_1024_square_is_exactly_one_megapixel() -> None:
+    assert megapixels(1024, 1024) == 1
+    pricing = [line("output_image", "megapixel", "0.014")]
+    assert compute_cost(pricing, Usage(output_megapixels=megapixels(1024, 1024))).total == Decimal("0.014")
+
+
+def test_per_image_and_reference_lines_add_up() -> None:
+    pricing = [line("output_image", "image", "0.01"), line("input_reference", "image", "0.002")]
+    assert compute_cost(pricing, Usage(output_images=3, input_images=2)).total == Decimal("0.034")
+
+
+def test_request_unit_bills_once_per_generation() -> None:
+    pricing = [line("output_image", "request", "0.001"), line("output_image", "image", "0.01")]
+    assert compute_cost(pricing, Usage(output_images=1, requests=1)).total == Decimal("0.011")
+
+
+def test_variant_line_matching_the_applied_tier_is_chosen() -> None:
+    pricing = [line("output_image", "image", "0.04", "1k"), line("output_image", "image", "0.075", "2k"),
+               line("input_image", "image", "0.003")]
+    assert [l.cost_usd for l in applicable_lines(pricing, "2K")] == [Decimal("0.075"), Decimal("0.003")]
+    assert compute_cost(pricing, Usage(output_images=1), "1K").total == Decimal("0.04")
+    assert compute_cost(pricing, Usage(output_images=1), "4K").total == Decimal("0.04")  # base price
+
+
+@given(
+    tokens=st.integers(0, 10**7), images=st.integers(0, 10),
+    price=st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=9),
+)
+def test_cost_is_exact_and_linear(tokens: int, images: int, price: Decimal) -> None:
+    pricing = [line("output_image", "token", str(price)), line("output_image", "image", str(price))]
+    cost = compute_cost(pricing, Usage(output_image_tokens=tokens, output_images=images))
+    assert cost.total == price * tokens + price * images
+    assert cost.prompt == 0
+
+
+def test_usage_wire_has_openrouter_fields_and_unbilled_costs_zero() -> None:
+    pricing = [line("output_image", "token", "0.00004"), line("input_text", "token", "0.000005")]
+    usage = Usage(output_image_tokens=1000, input_text_tokens=10)
+    wire = usage_to_wire(usage, compute_cost(pricing, usage))
+    assert wire["prompt_tokens"] == 10 and wire["completion_tokens"] == 1000 and wire["total_tokens"] == 1010
+    assert wire["cost"] == 0.04005
+    assert wire["completion_tokens_details"]["image_tokens"] == 1000
+    assert usage_to_wire(usage, compute_cost(pricing, usage), billed=False)["cost"] == 0

@@ -1,0 +1,79 @@
+"""The shipped catalog loads; unions, sunsets and malformed files behave."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagegate.catalog import CatalogError, load_catalog, parse_catalog_document
+
+TWO_ENDPOINTS = """
+models:
+  - id: acme/painter
+    name: "Acme: Painter"
+    endpoints:
+      - provider: a
+        provider_name: A
+        supported_parameters:
+          aspect_ratio: {type: enum, values: ["1:1", "16:9"]}
+          n: {type: range, min: 1, max: 1}
+        pricing: [{billable: output_image, unit: image, cost_usd: 0.00003}]
+      - provider: b
+        provider_name: B
+        sunset: 2026-01-01
+        supported_parameters:
+          aspect_ratio: {type: enum, values: ["1:1", "21:9"]}
+          n: {type: range, min: 1, max: 4}
+          seed: {type: boolean}
+        pricing: [{billable: output_image, unit: image, cost_usd: 0.04}]
+"""
+
+
+def test_shipped_catalog_has_the_sandbox_models() -> None:
+    catalog = load_catalog()
+    assert {"imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers",
+            "imagegate/sandbox-vector"} <= {m.id for m in catalog.models()}
+
+
+def test_model_level_parameters_are_the_union_of_endpoints() -> None:
+    [model] = parse_catalog_document(yaml.safe_load(TWO_ENDPOINTS))
+    union = model.supported_parameters
+    assert union["aspect_ratio"].values == ("1:1", "16:9", "21:9")
+    assert (union["n"].min, union["n"].max) == (1, 4)
+    assert union["seed"].type == "boolean"
+
+
+def test_prices_are_exact_decimals_not_binary_floats() -> None:
+    [model] = parse_catalog_document(yaml.safe_load(TWO_ENDPOINTS))
+    assert model.endpoints[0].pricing[0].cost_usd == Decimal("0.00003")
+
+
+def test_sunset_and_unconfigured_endpoints_disappear(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text(TWO_ENDPOINTS)
+    catalog = load_catalog([path])
+    model = catalog.restricted({"a", "b"}, today=dt.date(2026, 6, 1)).get("acme/painter")
+    assert [e.provider_slug for e in model.endpoints] == ["a"]
+    assert catalog.restricted({"b"}, today=dt.date(2025, 6, 1)).get("acme/painter").endpoints[0].provider == "b"
+    assert catalog.restricted({"c"}).get("acme/painter") is None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "models: [{id: nope, name: x, endpoints: [{provider: a, provider_name: A}]}]",
+        "models: [{id: a/b, name: x, endpoints: []}]",
+        "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, "
+        "supported_parameters: {n: {type: range, min: 4, max: 1}}}]}]",
+        "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, "
+        "pricing: [{billable: output_image, unit: pixel, cost_usd: 1}]}]}]",
+        "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, size_rules: {mode: table}}]}]",
+    ],
+)
+def test_malformed_catalog_is_refused_at_load(broken: str) -> None:
+    with pytest.raises(CatalogError):
+        parse_catalog_document(yaml.safe_load(broken))
