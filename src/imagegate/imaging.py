@@ -9,12 +9,12 @@ Conventions:
 
 * Formats are lower-case names: ``png``, ``jpeg``, ``webp``, ``gif``, ``svg`` (``jpg`` is
   accepted as an alias on input).
-* ``compression`` is OpenAI's ``output_compression``: 0-100, higher means a smaller file.
-  JPEG/WEBP quality is ``100 - compression`` clamped to 1..100 (see
-  :func:`quality_for_compression`); ``None`` means the default quality of the format. PNG is
-  lossless and ignores it.
-* WEBP with ``compression == 0`` (no loss wanted) is encoded lossless; every other WEBP is lossy.
-  Both use ``method=4`` (libwebp's speed/size default; 6 is ~2x slower for ~2% smaller files).
+* ``compression`` is OpenAI's ``output_compression`` (0-100). OpenAI defaults it to 100 and
+  lowers it for smaller files, so it acts as the encoder's quality: JPEG/WEBP quality is
+  ``compression`` clamped to 1..100 (see :func:`quality_for_compression`); ``None`` means the
+  format's default quality. PNG is lossless and ignores it.
+* WEBP is lossy with ``method=4`` (libwebp's speed/size default; 6 is ~2x slower for ~2%
+  smaller files).
 * PNG is always written with ``compress_type=3`` (zlib ``Z_RLE``): same size as the default
   strategy on generated images and about 1.8x faster to encode.
 * Images over :data:`MAX_PIXELS` are refused (``ValueError``) before any pixel is decoded.
@@ -46,8 +46,6 @@ PNG_COMPRESS_TYPE = 3
 JPEG_DEFAULT_QUALITY = 90
 WEBP_DEFAULT_QUALITY = 85
 WEBP_METHOD = 4
-#: Effort (Pillow's ``quality`` in lossless mode) for lossless WEBP.
-WEBP_LOSSLESS_EFFORT = 50
 #: Background colour JPEG flattens alpha onto.
 FLATTEN_COLOR = (255, 255, 255)
 #: Per-channel distance (0-255) under which a pixel counts as "background colour".
@@ -110,10 +108,10 @@ def normalize_format(fmt: str) -> str:
 
 
 def quality_for_compression(fmt: str, compression: int | None) -> int:
-    """Encoder quality (1..100) for an ``output_compression`` (higher = smaller file)."""
+    """Encoder quality (1..100) for an ``output_compression`` (100 = least loss, OpenAI's default)."""
     if compression is None:
         return WEBP_DEFAULT_QUALITY if fmt == "webp" else JPEG_DEFAULT_QUALITY
-    return max(1, min(100, 100 - int(compression)))
+    return max(1, min(100, int(compression)))
 
 
 # --- sniffing and probing -------------------------------------------------------------------
@@ -171,7 +169,9 @@ def sniff_format(data: bytes) -> str | None:
 _SVG_TAG = re.compile(rb"""<svg((?:[^>"']|"[^"]*"|'[^']*')*)>""")
 _SVG_ATTR = re.compile(rb"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _SVG_LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px|pt|pc|mm|cm|in)?\s*$")
-_SVG_UNITS = {None: 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0}
+_SVG_UNITS = {
+    None: 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0,
+}  # fmt: skip
 
 
 def _svg_length(value: str | None) -> float | None:
@@ -297,13 +297,8 @@ def encode(image: Image.Image, fmt: str, compression: int | None = None) -> byte
     elif fmt == "webp":
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGBA" if alpha else "RGB")
-        if compression == 0:
-            image.save(
-                out, "WEBP", lossless=True, quality=WEBP_LOSSLESS_EFFORT, method=WEBP_METHOD
-            )
-        else:
-            quality = quality_for_compression("webp", compression)
-            image.save(out, "WEBP", quality=quality, method=WEBP_METHOD)
+        quality = quality_for_compression("webp", compression)
+        image.save(out, "WEBP", quality=quality, method=WEBP_METHOD)
     else:  # gif
         image.save(out, "GIF")
     return out.getvalue()

@@ -96,7 +96,7 @@ _RATIO_HONOURED = math.log(1.02)
 _TIE = 1e-9
 
 _TIERS_BY_FOLDED = {tier.casefold(): tier for tier in TIERS}
-_PIXELS = re.compile(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*")
+_PIXELS = re.compile(r"\s*([0-9]{1,6})\s*[xX×]\s*([0-9]{1,6})\s*")
 _TABLE_NOTE = "nearest size this endpoint produces"
 
 
@@ -164,7 +164,7 @@ def resolve_size(request: SizeRequest, rules: SizeRules) -> AppliedSize:
 
     if entry is not None and entry.resolution:
         resolution = entry.resolution
-    elif target.tier is not None and _is_nearest_tier(width, height, target.tier):
+    elif _is_nearest_tier(width, height, target.tier):
         resolution = target.tier
     else:
         resolution = nearest_tier(width, height)
@@ -273,13 +273,12 @@ def _target(request: SizeRequest, rules: SizeRules) -> _Target:
             pixels=pixels,
         )
 
-    if size_tier is not None and request.resolution is not None:
-        if size_tier != request.resolution:
-            raise InvalidRequest(
-                f'size "{request.size}" conflicts with resolution "{request.resolution}"; '
-                "send one of them, or the same tier in both",
-                metadata={"param": "size"},
-            )
+    if size_tier is not None and request.resolution not in (None, size_tier):
+        raise InvalidRequest(
+            f'size "{request.size}" conflicts with resolution "{request.resolution}"; '
+            "send one of them, or the same tier in both",
+            metadata={"param": "size"},
+        )
     tier = size_tier or request.resolution or rules.default_resolution
     label = sent_label or rules.default_aspect_ratio
     pixels_total = TIERS[tier] ** 2
@@ -305,9 +304,7 @@ def _pick_entry(table: Sequence[FixedSize], target: _Target) -> FixedSize:
         exact = [e for e in table if (e.width, e.height) == target.pixels]
     else:
         exact = [
-            e
-            for e in table
-            if e.resolution == target.tier and e.aspect_ratio == target.ratio_label
+            e for e in table if e.resolution == target.tier and e.aspect_ratio == target.ratio_label
         ]
     if exact:
         return exact[0]
@@ -355,8 +352,10 @@ def _fit_free(rules: SizeRules, width: float, height: float) -> tuple[int, int, 
     u = u0
     if abs(u0) > min(u_box, u_rule):
         u = math.copysign(min(u_box, u_rule), u0)
-        ratio_reason = f"max ratio {rules.max_ratio:g}:1" if u_rule <= u_box else (
-            f"edges {lo}–{hi} within the pixel limits"
+        ratio_reason = (
+            f"max ratio {rules.max_ratio:g}:1"
+            if u_rule <= u_box
+            else f"edges {lo}–{hi} within the pixel limits"
         )
 
     size_reason = None
@@ -371,14 +370,16 @@ def _fit_free(rules: SizeRules, width: float, height: float) -> tuple[int, int, 
         size_reason = f"max {rules.max_pixels:,} pixels" if by_pixels else f"max edge {hi}"
 
     fitted_w, fitted_h = math.exp((v + u) / 2), math.exp((v - u) / 2)
-    w, h = _snap(rules, step, lo, hi, fitted_w, fitted_h)
-    return w, h, _Why(ratio=ratio_reason, size=size_reason, rounding=f"multiple of {step}")
+    w, h, rounded = _snap(rules, step, lo, hi, fitted_w, fitted_h)
+    rounding = f"multiple of {step}" if rounded else f"nearest size on the {step}-pixel grid"
+    return w, h, _Why(ratio=ratio_reason, size=size_reason, rounding=rounding)
 
 
 def _snap(
     rules: SizeRules, step: int, lo: int, hi: int, width: float, height: float
-) -> tuple[int, int]:
-    """Nearest allowed grid point to a fitted (already allowed) real size.
+) -> tuple[int, int, bool]:
+    """Nearest allowed grid point to a fitted (already allowed) real size, and whether it
+    is a plain rounding of it.
 
     Tries the grid points around it first; only when rounding cannot satisfy the rules
     (e.g. a very narrow pixel budget) does it scan every allowed width.
@@ -411,7 +412,7 @@ def _snap(
         near.update((w, h) for w in (_floor_to(h * ratio, step), _ceil_to(h * ratio, step)))
     near = {(w, h) for w, h in near if _allowed(rules, step, lo, hi, w, h)}
     if near:
-        return min(near, key=lambda wh: cost(*wh))
+        return *min(near, key=lambda wh: cost(*wh)), True
 
     best: tuple[int, int] | None = None
     for w in range(lo, hi + 1, step):
@@ -433,7 +434,7 @@ def _snap(
                 best = (w, candidate)
     if best is None:
         raise ValueError(f"size rules admit no size on the {step}-pixel grid: {rules}")
-    return best
+    return *best, False
 
 
 def _allowed(rules: SizeRules, step: int, lo: int, hi: int, w: int, h: int) -> bool:

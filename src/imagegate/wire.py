@@ -93,6 +93,12 @@ class ImageRequest(_Wire):
             raise ValueError("prompt must not be blank")
         return value
 
+    @field_validator("size")
+    @classmethod
+    def _size_auto_means_unset(cls, value: str | None) -> str | None:
+        # OpenAI clients send size "auto"; it means "the provider chooses", i.e. not set.
+        return None if value is not None and value.strip().lower() == "auto" else value
+
     @property
     def reference_urls(self) -> list[str]:
         return [part.image_url.url for part in self.input_references or ()]

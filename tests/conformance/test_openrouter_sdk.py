@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import pytest
-from openrouter import OpenRouter, errors
+from openrouter import OpenRouter, errors, utils
 from PIL import Image
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_server
 
 
 def sdk(server: LiveServer, key: str | None = None) -> OpenRouter:
@@ -97,23 +98,37 @@ def test_unknown_model_raises_not_found(server: LiveServer) -> None:
         sdk(server).images.generate(model="nobody/nothing", prompt="x")
 
 
-def test_injected_upstream_failure_raises_bad_gateway(server: LiveServer) -> None:
-    from openrouter import utils
-
-    no_retries = utils.RetryConfig("backoff", utils.BackoffStrategy(1, 1, 1, 1), False)
-    with pytest.raises(errors.BadGatewayResponseError):
-        sdk(server).images.generate(
-            model="imagegate/sandbox", prompt="x", retries=no_retries,
-            provider={"options": {"imagegate": {"fail": "upstream_error"}}},
-        )
+FAULTY_CATALOG = Path(__file__).with_name("faulty_catalog.yaml")
+NO_RETRIES = utils.RetryConfig("backoff", utils.BackoffStrategy(1, 1, 1, 1), False)
 
 
-def test_injected_rate_limit_raises_too_many_requests(server: LiveServer) -> None:
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory):
+    live, stop = start_server(tmp_path_factory.mktemp("faulty"), catalog_paths=[FAULTY_CATALOG])
+    yield live
+    stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "error_class", "status"),
+    [
+        ("faulty/upstream-error", errors.BadGatewayResponseError, 502),
+        ("faulty/rate-limit", errors.TooManyRequestsResponseError, 429),
+        ("faulty/overloaded", errors.ProviderOverloadedResponseError, 529),
+        ("faulty/timeout", errors.EdgeNetworkTimeoutResponseError, 524),
+        ("faulty/refusal", errors.BadRequestResponseError, 400),
+    ],
+)
+def test_upstream_failures_raise_the_sdk_error_class(faulty: LiveServer, model: str, error_class, status: int) -> None:
+    with pytest.raises(error_class) as caught:
+        sdk(faulty).images.generate(model=model, prompt="x", retries=NO_RETRIES)
+    assert caught.value.status_code == status
+    assert caught.value.data.error.code == status
+
+
+def test_upstream_rate_limit_keeps_retry_after(faulty: LiveServer) -> None:
     with pytest.raises(errors.TooManyRequestsResponseError) as caught:
-        sdk(server).images.generate(
-            model="imagegate/sandbox", prompt="x",
-            provider={"options": {"imagegate": {"fail": "rate_limit"}}},
-        )
+        sdk(faulty).images.generate(model="faulty/rate-limit", prompt="x")
     assert caught.value.headers.get("retry-after") == "2"
 
 
@@ -124,6 +139,7 @@ def test_oversized_body_raises_payload_too_large(make_server) -> None:
 
 
 def test_models_api_lists_image_models_by_output_modality(server: LiveServer) -> None:
-    listing = sdk(server).models.list(output_modalities="image")
-    ids = {m.id for m in listing.data}
+    page = sdk(server).models.list(output_modalities="image")
+    ids = {m.id for m in page.result.data}
+    assert page.result.total_count == len(ids)
     assert {"imagegate/sandbox", "imagegate/sandbox-tiers"} <= ids

@@ -23,7 +23,9 @@ from imagegate.sizing import (
     resolve_size,
 )
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = settings(max_examples=200, deadline=None)
+#: For properties that do not depend on the rules drawn (conflicts are checked first).
+QUICK = settings(max_examples=100, deadline=None)
 
 # --- endpoints a user would recognize ---
 
@@ -105,7 +107,7 @@ def test_unparseable_size_message_lists_what_is_accepted() -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_size("foo")
     assert caught.value.message == (
-        'size: expected a tier (512, 768, 1K, 1.5K, 2K, 4K) or explicit pixels like '
+        "size: expected a tier (512, 768, 1K, 1.5K, 2K, 4K) or explicit pixels like "
         '"1024x768", got "foo"'
     )
 
@@ -266,9 +268,7 @@ def test_table_picks_landscape_entry_for_16_9_and_reports_aspect_ratio() -> None
     assert (applied.width, applied.height) == (1536, 1024)
     assert applied.clamped == {"aspect_ratio"}
     assert applied.aspect_ratio == "3:2"
-    assert applied.adjustments == (
-        "aspect_ratio 16:9 → 3:2 (nearest size this endpoint produces)",
-    )
+    assert applied.adjustments == ("aspect_ratio 16:9 → 3:2 (nearest size this endpoint produces)",)
 
 
 def test_table_picks_square_entry_for_1_1_with_nothing_clamped() -> None:
@@ -333,9 +333,7 @@ def test_labelled_table_with_unsupported_ratio_reports_aspect_ratio() -> None:
     applied = resolve(GEMINI, resolution="1K", aspect_ratio="8:1")
     assert applied.aspect_ratio == "21:9"
     assert applied.clamped == {"aspect_ratio"}
-    assert applied.adjustments == (
-        "aspect_ratio 8:1 → 21:9 (nearest size this endpoint produces)",
-    )
+    assert applied.adjustments == ("aspect_ratio 8:1 → 21:9 (nearest size this endpoint produces)",)
 
 
 # --- conflicting fields ---
@@ -349,9 +347,7 @@ def test_size_tier_conflicting_with_resolution_is_400() -> None:
 
 
 def test_size_tier_agreeing_with_resolution_is_fine() -> None:
-    assert resolve(GPT_IMAGE_2, size="2k", resolution="2K") == resolve(
-        GPT_IMAGE_2, resolution="2K"
-    )
+    assert resolve(GPT_IMAGE_2, size="2k", resolution="2K") == resolve(GPT_IMAGE_2, resolution="2K")
 
 
 def test_size_tier_combines_with_aspect_ratio() -> None:
@@ -429,7 +425,7 @@ def table_rules(draw: st.DrawFn) -> SizeRules:
     )
     return SizeRules(
         mode="table",
-        table=tuple(draw(st.lists(entry, min_size=1, max_size=12))),
+        table=tuple(draw(st.lists(entry, min_size=1, max_size=8))),
         default_resolution=draw(tiers),
         default_aspect_ratio=draw(labels),
     )
@@ -512,11 +508,43 @@ def test_free_mode_result_always_satisfies_the_rules(
     assert resolve_size(request, rules) == applied
 
 
-@FAST
-@given(rules=table_rules(), request=requests)
-def test_table_mode_result_is_always_a_table_entry(
+@st.composite
+def narrow_budget_rules(draw: st.DrawFn) -> SizeRules:
+    """Free-mode rules whose pixel budget is a sliver around one square (down to a single
+    pixel count), so rounding the fitted size rarely lands inside it."""
+    step = draw(multiples)
+    s = step * draw(st.integers(1, 4096 // step))
+    slack = draw(st.integers(0, s))
+    return SizeRules(
+        multiple_of=step,
+        min_edge=1,
+        min_pixels=s * s - draw(st.integers(0, slack)),
+        max_pixels=s * s + draw(st.integers(0, slack)),
+        max_ratio=draw(st.none() | st.floats(1, 10)),
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(rules=narrow_budget_rules(), request=requests)
+def test_free_mode_finds_a_size_inside_a_narrow_pixel_budget(
     rules: SizeRules, request: SizeRequest
 ) -> None:
+    applied = resolve_size(request, rules)
+    assert_satisfies_free(rules, applied.width, applied.height)
+    assert_well_formed(applied, request)
+
+
+def test_exact_pixel_budget_picks_the_nearest_shape_that_has_that_many_pixels() -> None:
+    rules = SizeRules(multiple_of=1, min_edge=1, min_pixels=1_048_576, max_pixels=1_048_576)
+    applied = resolve(rules, resolution="1K", aspect_ratio="16:9")
+    # 2^20 pixels only come in power-of-two shapes; 1:1 is nearer to 16:9 than 4:1 is.
+    assert (applied.width, applied.height) == (1024, 1024)
+    assert applied.adjustments == ("aspect_ratio 16:9 → 1:1 (nearest size on the 1-pixel grid)",)
+
+
+@FAST
+@given(rules=table_rules(), request=requests)
+def test_table_mode_result_is_always_a_table_entry(rules: SizeRules, request: SizeRequest) -> None:
     applied = resolve_size(request, rules)
     entries = {(e.width, e.height) for e in rules.table}
     assert (applied.width, applied.height) in entries
@@ -537,18 +565,19 @@ def test_table_mode_keeps_an_explicit_size_that_is_in_the_table(
 
 
 @FAST
-@given(rules=table_rules(), data=st.data())
+@given(rules=table_rules(), tier=tiers, label=labels, data=st.data())
 def test_table_mode_returns_the_entry_labelled_with_the_requested_tier_and_ratio(
-    rules: SizeRules, data: st.DataObject
+    rules: SizeRules, tier: str, label: str, data: st.DataObject
 ) -> None:
-    labelled = [e for e in rules.table if e.resolution and e.aspect_ratio]
-    assume(labelled)
-    entry = data.draw(st.sampled_from(labelled))
-    request = SizeRequest(resolution=entry.resolution, aspect_ratio=entry.aspect_ratio)
-    applied = resolve_size(request, rules)
-    first = next(e for e in labelled if (e.resolution, e.aspect_ratio) == (
-        entry.resolution, entry.aspect_ratio))  # fmt: skip
+    w, h = data.draw(st.integers(16, 8192)), data.draw(st.integers(16, 8192))
+    at = data.draw(st.integers(0, len(rules.table)))
+    table = (*rules.table[:at], FixedSize(w, h, tier, label), *rules.table[at:])
+    first = next(e for e in table if (e.resolution, e.aspect_ratio) == (tier, label))
+    applied = resolve_size(
+        SizeRequest(resolution=tier, aspect_ratio=label), SizeRules(mode="table", table=table)
+    )
     assert (applied.width, applied.height) == (first.width, first.height)
+    assert (applied.resolution, applied.aspect_ratio) == (tier, label)
     assert applied.clamped == frozenset()
 
 
@@ -583,7 +612,7 @@ def test_free_mode_without_limits_honours_every_tier_and_ratio(
     assert applied.resolution == tier
 
 
-@FAST
+@QUICK
 @given(rules=free_rules() | table_rules(), size=pixel_sizes, data=st.data())
 def test_pixel_size_conflicting_with_resolution_always_raises(
     rules: SizeRules, size: tuple[int, int], data: st.DataObject
@@ -595,7 +624,7 @@ def test_pixel_size_conflicting_with_resolution_always_raises(
         resolve_size(SizeRequest(size=f"{w}x{h}", resolution=resolution), rules)
 
 
-@FAST
+@QUICK
 @given(rules=free_rules() | table_rules(), size=pixel_sizes, data=st.data())
 def test_pixel_size_conflicting_with_aspect_ratio_always_raises(
     rules: SizeRules, size: tuple[int, int], data: st.DataObject
@@ -607,7 +636,7 @@ def test_pixel_size_conflicting_with_aspect_ratio_always_raises(
         resolve_size(SizeRequest(size=f"{w}x{h}", aspect_ratio=label), rules)
 
 
-@FAST
+@QUICK
 @given(rules=free_rules() | table_rules(), pair=st.permutations(list(TIERS)))
 def test_size_tier_conflicting_with_resolution_always_raises(
     rules: SizeRules, pair: list[str]
@@ -616,7 +645,7 @@ def test_size_tier_conflicting_with_resolution_always_raises(
         resolve_size(SizeRequest(size=pair[0], resolution=pair[1]), rules)
 
 
-@FAST
+@QUICK
 @given(size=pixel_sizes)
 def test_pixel_sizes_round_trip_through_parse_size(size: tuple[int, int]) -> None:
     assert parse_size(f"{size[0]}x{size[1]}") == (None, size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -47,6 +48,9 @@ async def list_models(
     request: Request,
     output_modalities: str = Query("text", description="Comma list of modalities, or `all`."),
     input_modalities: str | None = Query(None, description="Comma list the model must accept."),
+    q: str | None = Query(None, description="Case-insensitive text search in id, name and description."),
+    offset: int = Query(0, ge=0),
+    limit: int | None = Query(None, ge=1, le=1000),
 ) -> Response:
     wanted_out = _modalities(output_modalities, "output_modalities")
     wanted_in = _modalities(input_modalities, "input_modalities") if input_modalities else None
@@ -55,8 +59,19 @@ async def list_models(
         for m in _catalog(request).models()
         if (wanted_out is None or wanted_out & set(m.output_modalities))
         and (wanted_in is None or wanted_in <= set(m.input_modalities))
+        and (not q or q.lower() in f"{m.id} {m.name} {m.description}".lower())
     ]
-    return _json({"data": [general_model(m) for m in models], "total_count": len(models), "links": {"next": None}})
+    end = len(models) if limit is None else offset + limit
+    next_link = None
+    if end < len(models):
+        query = request.query_params.multi_items()
+        params = [(k, v) for k, v in query if k != "offset"] + [("offset", str(end))]
+        next_link = f"/api/v1/models?{urlencode(params)}"
+    return _json({
+        "data": [general_model(m) for m in models[offset:end]],
+        "total_count": len(models),
+        "links": {"next": next_link},
+    })
 
 
 @router.get("/models/{author}/{slug}/endpoints", tags=["Models"], summary="A model's endpoints (general shape)")

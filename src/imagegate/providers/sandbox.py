@@ -23,7 +23,10 @@ look follows the request:
 * **stream**: two previews per image before it (a blocky one, then a blurred one, encoded like
   the final image) or, for SVG, the markup in ``draft`` text chunks;
 * **options** (``job.options``): ``latency_ms``, ``fail`` and ``fail_rate`` inject latency and
-  failures (see :data:`FAIL_MODES`); unknown keys are ignored, wrong types are a 400.
+  failures (see :data:`FAIL_MODES`); unknown keys are ignored, wrong types are a 400. An
+  operator's catalog can give an endpoint default options under ``settings.options`` (a
+  sandbox endpoint that is always slow or always failing, for testing clients and fallbacks);
+  the request's own options win.
 
 Usage is computed, not invented: 1 MP = 1024x1024 px, one image token per started 1024 px,
 one text token per started 4 prompt characters.
@@ -288,15 +291,15 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _hls(hue: float, lightness: float, saturation: float) -> RGB:
+    r, g, b = colorsys.hls_to_rgb(hue % 1.0, lightness, saturation)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
 def _shade(color: RGB, delta: float) -> RGB:
     """The colour with HLS lightness moved by ``delta`` (clamped to stay a colour)."""
-    h, l, s = colorsys.rgb_to_hls(*(c / 255 for c in color))
-    l = min(0.93, max(0.07, l + delta))
-    return tuple(round(c * 255) for c in colorsys.hls_to_rgb(h, l, s))  # type: ignore[return-value]
-
-
-def _hls(h: float, l: float, s: float) -> RGB:
-    return tuple(round(c * 255) for c in colorsys.hls_to_rgb(h % 1.0, l, s))  # type: ignore[return-value]
+    hue, lightness, saturation = colorsys.rgb_to_hls(*(c / 255 for c in color))
+    return _hls(hue, min(0.93, max(0.07, lightness + delta)), saturation)
 
 
 def _lightness(color: RGB) -> float:
@@ -566,7 +569,9 @@ def build_scene(
         ext = r * 1.05
         cx = min(max(cx, mx + ext), width - mx - ext) if width - 2 * mx > 2 * ext else width / 2
         cy = min(max(cy, my + ext), height - my - ext) if height - 2 * my > 2 * ext else height / 2
-        shapes.append(_centred_shape(hero, cx, cy, r, palette.hero, outline, outline_width, rng, level))
+        shapes.append(
+            _centred_shape(hero, cx, cy, r, palette.hero, outline, outline_width, rng, level)
+        )
 
     for i in range(EXTRA_SHAPES[level]):
         kind = kinds[(i + 1) % len(kinds)] if rng.random() < 0.8 else rng.choice(kinds)
@@ -610,14 +615,16 @@ def _gradient(size: tuple[int, int], start: RGB, end: RGB, angle: float) -> PILI
     ramp = ramp.rotate(angle, resample=PILImage.Resampling.BILINEAR)
     left, top = (diag - gw) // 2, (diag - gh) // 2
     mask = ramp.crop((left, top, left + gw, top + gh)).resize(size, PILImage.Resampling.BICUBIC)
-    return PILImage.composite(PILImage.new("RGB", size, end), PILImage.new("RGB", size, start), mask)
+    start_image, end_image = PILImage.new("RGB", size, start), PILImage.new("RGB", size, end)
+    return PILImage.composite(end_image, start_image, mask)
 
 
 def _paint_glow(canvas: PILImage.Image, glow: Glow, sx: float, sy: float) -> None:
     d = max(2, round(2 * glow.r * min(sx, sy)))
     mask = PILImage.radial_gradient("L").resize((d, d), PILImage.Resampling.BILINEAR)
     # radial_gradient is 0 at the centre and 181 (128·√2) at the middle of each edge
-    mask = mask.point([round((1 - min(1.0, v / 181)) ** 2 * 255 * glow.strength) for v in range(256)])
+    lut = [round((1 - min(1.0, v / 181)) ** 2 * 255 * glow.strength) for v in range(256)]
+    mask = mask.point(lut)
     x, y = round(glow.cx * sx - d / 2), round(glow.cy * sy - d / 2)
     canvas.paste(glow.color, (x, y, x + d, y + d), mask)
 
@@ -648,7 +655,10 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, sx: float, sy: float) -
             draw.ellipse(box, fill=shape.fill, outline=shape.outline, width=width)
     elif isinstance(shape, Ring):
         outer = shape.r + shape.width / 2
-        box = [(shape.cx - outer) * sx, (shape.cy - outer) * sy, (shape.cx + outer) * sx, (shape.cy + outer) * sy]
+        box = [
+            (shape.cx - outer) * sx, (shape.cy - outer) * sy,
+            (shape.cx + outer) * sx, (shape.cy + outer) * sy,
+        ]  # fmt: skip
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             return
         draw.ellipse(box, outline=shape.color, width=max(1, round(shape.width * sx)))
@@ -698,7 +708,8 @@ def render_raster(scene: Scene, level: int = DEFAULT_LEVEL) -> PILImage.Image:
                 thumb = ImageOps.fit(tile.image, (inner, inner), PILImage.Resampling.BICUBIC)
                 canvas.paste(thumb, (x0 + offset, y0 + offset))
             else:
-                canvas.paste(tile.color, (x0 + offset, y0 + offset, x0 + offset + inner, y0 + offset + inner))
+                left, top = x0 + offset, y0 + offset
+                canvas.paste(tile.color, (left, top, left + inner, top + inner))
     return canvas
 
 
@@ -747,14 +758,17 @@ def render_svg(scene: Scene) -> list[str]:
             defs.append(
                 '<radialGradient id="glow">'
                 f'<stop offset="0" stop-color="{_hex(g.color)}" stop-opacity="{_fmt(g.strength)}"/>'
-                f'<stop offset="1" stop-color="{_hex(g.color)}" stop-opacity="0"/></radialGradient>\n'
+                f'<stop offset="1" stop-color="{_hex(g.color)}" stop-opacity="0"/>'
+                "</radialGradient>\n"
             )
         defs.append("</defs>\n")
         pieces.append("".join(defs))
         body = f'<rect width="{w}" height="{h}" fill="url(#bg)"/>\n'
         if scene.glow is not None:
             g = scene.glow
-            body += f'<circle cx="{_fmt(g.cx)}" cy="{_fmt(g.cy)}" r="{_fmt(g.r)}" fill="url(#glow)"/>\n'
+            body += (
+                f'<circle cx="{_fmt(g.cx)}" cy="{_fmt(g.cy)}" r="{_fmt(g.r)}" fill="url(#glow)"/>\n'
+            )
         pieces.append(body)
 
     def stroke(outline: RGB | None, width: float) -> str:
@@ -797,7 +811,8 @@ def render_svg(scene: Scene) -> list[str]:
             data = pybase64.b64encode(imaging.encode(thumb, "png")).decode("ascii")
             markup += (
                 f'<image x="{ix}" y="{iy}" width="{_fmt(inner)}" height="{_fmt(inner)}" '
-                f'preserveAspectRatio="xMidYMid slice" xlink:href="data:image/png;base64,{data}"/>\n'
+                'preserveAspectRatio="xMidYMid slice" '
+                f'xlink:href="data:image/png;base64,{data}"/>\n'
             )
         else:
             markup += (
@@ -851,7 +866,11 @@ def parse_options(options: Mapping[str, Any]) -> _Options:
     latency = options.get("latency_ms")
     if latency is None:
         latency = 0
-    elif isinstance(latency, bool) or not isinstance(latency, int) or not 0 <= latency <= MAX_LATENCY_MS:
+    elif (
+        isinstance(latency, bool)
+        or not isinstance(latency, int)
+        or not 0 <= latency <= MAX_LATENCY_MS
+    ):
         raise _option_error("latency_ms", f"an integer from 0 to {MAX_LATENCY_MS} (milliseconds)")
     fail = options.get("fail")
     if fail is not None and (not isinstance(fail, str) or fail not in FAIL_MODES):
@@ -950,7 +969,7 @@ class SandboxProvider:
             await asyncio.sleep(max(0.0, step))
 
     async def run(self, job: ProviderJob) -> AsyncIterator[ProviderEvent]:
-        options = parse_options(job.options)
+        options = parse_options({**job.settings.get("options", {}), **job.options})
         fmt = self._check(job)
         if options.latency_ms:
             async for progress in self._wait(options.latency_ms, job.deadline):
@@ -960,7 +979,9 @@ class SandboxProvider:
         if options.fail_rate and self._failure_rng.random() < options.fail_rate:
             raise errors.UpstreamError("sandbox: injected upstream failure (fail_rate)")
 
-        references = await imaging.offload(_analyse_references, job.references)
+        references: tuple[ReferenceLook, ...] = ()
+        if job.references:
+            references = await imaging.offload(_analyse_references, job.references)
         spec = _Spec(
             prompt=job.prompt,
             width=job.size.width,
