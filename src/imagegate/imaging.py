@@ -307,76 +307,50 @@ def encode(image: Image.Image, fmt: str, compression: int | None = None) -> byte
 # --- transparency ---------------------------------------------------------------------------
 
 
-def _border_color(rgb: Image.Image) -> tuple[int, int, int]:
-    """Per-channel median of the one-pixel border."""
-    w, h = rgb.size
-    strips = [
-        rgb.crop((0, 0, w, 1)),
-        rgb.crop((0, h - 1, w, h)),
-        rgb.crop((0, 0, 1, h)).transpose(Image.Transpose.ROTATE_90),
-        rgb.crop((w - 1, 0, w, h)).transpose(Image.Transpose.ROTATE_90),
-    ]
-    border = Image.new("RGB", (2 * w + 2 * h, 1))
-    x = 0
-    for strip in strips:
-        border.paste(strip, (x, 0))
-        x += strip.width
-    medians = []
-    total = border.width
-    hist = border.histogram()
-    for channel in range(3):
-        counts = hist[channel * 256 : (channel + 1) * 256]
-        seen = 0
-        for value, count in enumerate(counts):
-            seen += count
-            if 2 * seen >= total:
-                medians.append(value)
-                break
-    return medians[0], medians[1], medians[2]
+def make_background_transparent(image: Image.Image, tolerance: int = TRANSPARENCY_TOLERANCE) -> Image.Image:
+    """Turn the background of an image without alpha into transparency → RGBA.
 
-
-def make_background_transparent(
-    image: Image.Image, tolerance: int = TRANSPARENCY_TOLERANCE
-) -> Image.Image:
-    """Turn the flat background of an image without alpha into transparency → RGBA.
-
-    The background colour is the median of the image border. Pixels within ``tolerance`` of
-    it (max per-channel difference) that connect to the border — a flood fill from every
-    border pixel — become transparent, with a soft ramp over the next ``tolerance`` levels
-    so anti-aliased edges stay smooth. Enclosed regions of the same colour stay opaque.
-
-    Pillow's flood fill is a Python BFS, so connectivity is searched on a mask shrunk to at
-    most :data:`FLOODFILL_MAX_EDGE` pixels (a shrunk pixel is background only when all its
-    pixels are), then grown back by one shrunk pixel and intersected with the full-size mask.
+    The background is the smooth region connected to the border: flat colour or a gentle
+    gradient, bounded by the edges of whatever is drawn on it. Edges are found with a
+    Laplacian (``FIND_EDGES``) on a copy shrunk to at most :data:`FLOODFILL_MAX_EDGE`
+    pixels (Pillow's flood fill is a Python BFS), and a flood fill from the border marks the
+    smooth pixels it reaches. The mask is then scaled back up bilinearly, so the cut-out
+    edges are soft. Smooth regions enclosed by edges (a shape's inside) stay opaque.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     w, h = rgb.size
-    bg = _border_color(rgb)
-    diff = ImageChops.difference(rgb, Image.new("RGB", rgb.size, bg))
-    r, g, b = diff.split()
-    distance = ImageChops.lighter(ImageChops.lighter(r, g), b)  # max channel difference
-    near = distance.point([255 if v <= tolerance else 0 for v in range(256)])
-    span = max(1, tolerance)
-    soft = distance.point([min(255, max(0, v - tolerance) * 255 // span) for v in range(256)])
-
     factor = max(1, -(-max(w, h) // FLOODFILL_MAX_EDGE))
-    small = near if factor == 1 else near.reduce(factor)
-    # a shrunk pixel is background only when all its pixels were: any partial value → 0
-    small = small.point([255 if v == 255 else 0 for v in range(256)])
+    small = rgb.reduce(factor) if factor > 1 else rgb
+    edges = _pad_by_replication(small).filter(ImageFilter.FIND_EDGES)
+    edges = edges.crop((1, 1, small.width + 1, small.height + 1))
+    r, g, b = edges.split()
+    strength = ImageChops.lighter(ImageChops.lighter(r, g), b)
+    smooth = strength.point([255 if v <= tolerance // 2 else 0 for v in range(256)])
+
     framed = Image.new("L", (small.width + 2, small.height + 2), 255)
-    framed.paste(small, (1, 1))
+    framed.paste(smooth, (1, 1))
     ImageDraw.floodfill(framed, (0, 0), 128)
     reached = framed.crop((1, 1, small.width + 1, small.height + 1))
-    reached = reached.point([255 if v == 128 else 0 for v in range(256)])
+    background = reached.point([255 if v == 128 else 0 for v in range(256)])
+    # Shrink the background by a pixel so the bilinear ramp eats into it, not into the shapes.
+    background = background.filter(ImageFilter.MinFilter(3))
     if factor > 1:
-        reached = reached.filter(ImageFilter.MaxFilter(3)).resize((w, h), Image.Resampling.NEAREST)
-    else:
-        reached = reached.filter(ImageFilter.MaxFilter(3))
-    # inside the reached region alpha follows the colour distance; elsewhere it stays opaque
-    alpha = Image.composite(soft, Image.new("L", (w, h), 255), reached)
+        background = background.resize((w, h), Image.Resampling.BILINEAR)
     rgba = rgb.convert("RGBA")
-    rgba.putalpha(alpha)
+    rgba.putalpha(ImageChops.invert(background))
     return rgba
+
+
+def _pad_by_replication(image: Image.Image) -> Image.Image:
+    """A one-pixel border copied from the edge, so edge filters see no false edge there."""
+    w, h = image.size
+    out = Image.new(image.mode, (w + 2, h + 2))
+    out.paste(image, (1, 1))
+    out.paste(image.crop((0, 0, w, 1)), (1, 0))
+    out.paste(image.crop((0, h - 1, w, h)), (1, h + 1))
+    out.paste(out.crop((1, 0, 2, h + 2)), (0, 0))
+    out.paste(out.crop((w, 0, w + 1, h + 2)), (w + 1, 0))
+    return out
 
 
 # --- conversion -----------------------------------------------------------------------------
@@ -413,36 +387,3 @@ async def transcode_async(data: bytes, **kw: Any) -> bytes:
     return await offload(transcode, data, **kw)
 
 
-def needs_conversion(
-    source: ImageInfo | str,
-    *,
-    want_format: str,
-    want_compression: int | None = None,
-    want_transparent: bool = False,
-    native_compression_applied: bool = False,
-    native_transparency_applied: bool = False,
-) -> bool:
-    """Whether an upstream's output must go through :func:`transcode` to be what was asked.
-
-    ``source``: the probed output (:class:`ImageInfo`) or, when only the upstream's declared
-    type is known, its media type or format name. True when
-
-    * the format differs from ``want_format``;
-    * ``want_compression`` is set, the format is lossy (jpeg/webp) and the upstream did not
-      apply it itself (``native_compression_applied``);
-    * ``want_transparent`` and the upstream did not make the background transparent itself
-      (``native_transparency_applied``) — unless ``source`` is an :class:`ImageInfo` that
-      already has alpha.
-    """
-    if isinstance(source, ImageInfo):
-        fmt, has_alpha = source.format, source.has_alpha
-    else:
-        fmt, has_alpha = normalize_format(source), False
-    want = normalize_format(want_format)
-    if fmt != want:
-        return True
-    if want_compression is not None and want in LOSSY_FORMATS and not native_compression_applied:
-        return True
-    if want_transparent and not native_transparency_applied and not has_alpha:
-        return True
-    return False

@@ -31,15 +31,10 @@ from PIL import Image
 from yarl import URL
 
 from imagegate.errors import InvalidImage
+from imagegate.imaging import sniff_format
 from imagegate.providers.base import MEDIA_TYPES, ReferenceImage
 
 #: Magic bytes → format; the declared media type and Content-Type are ignored.
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-)
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 
 #: Up to this many pixels an image is fully decoded to prove it is intact (bounded memory,
@@ -386,22 +381,13 @@ def _decode_data_url(url: str, max_bytes: int) -> bytes:
         raise _Refusal("invalid_image", "data URL payload is not valid base64") from None
 
 
-def _sniff(data: bytes) -> str | None:
-    for magic, fmt in _SIGNATURES:
-        if data.startswith(magic):
-            return fmt
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
 def _inspect(data: bytes, max_pixels: int) -> ReferenceImage:
     """Format from magic bytes, size from the header (bounded before any decode), then proof
     that the pixels decode. Runs in a worker thread."""
     if not data:
         raise _Refusal("invalid_image", "image is empty")
-    fmt = _sniff(data)
-    if fmt is None:
+    fmt = sniff_format(data)
+    if fmt not in _PIL_FORMATS:  # svg included: references must be raster images
         raise _Refusal(
             "unsupported_image_format", "unsupported image format (png, jpeg, webp, gif)"
         )

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from imagegate.catalog import load_catalog
-from imagegate.gateway import Gateway
 from imagegate.providers.base import Image as ImageEvent
 from imagegate.providers.base import ProviderJob
 from imagegate.providers.sandbox import SandboxProvider
@@ -73,7 +72,7 @@ def test_formats_alpha_and_media_types(server: LiveServer) -> None:
     [data], _, _ = generate(server, model="imagegate/sandbox", resolution="512", background="transparent")
     image = open_image(data).convert("RGBA")
     assert image.getpixel((2, 2))[3] == 0  # corners are background
-    assert max(a for *_, a in image.getdata()) == 255  # the shapes are opaque
+    assert max(a for *_, a in image.get_flattened_data()) == 255  # the shapes are opaque
 
 
 def test_same_seed_is_byte_identical_and_other_seeds_differ(server: LiveServer) -> None:
@@ -166,7 +165,7 @@ def test_output_that_needs_no_conversion_passes_through_untouched(server: LiveSe
 
 
 def test_vector_model_returns_svg_markup(server: LiveServer) -> None:
-    [data], payload, _ = generate(server, model="imagegate/sandbox-vector", n=2)
+    [data, _second], payload, _ = generate(server, model="imagegate/sandbox-vector", n=2)
     assert payload["data"][0]["media_type"] == "image/svg+xml"
     assert b"<svg" in data[:400]
     assert payload["usage"]["cost"] == pytest.approx(0.04)

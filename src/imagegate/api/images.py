@@ -14,8 +14,22 @@ from starlette.responses import Response, StreamingResponse
 from imagegate.api.auth import authenticate
 from imagegate.api.errors import format_validation_issues
 from imagegate.errors import ImagegateError, InvalidRequest, NotFound
-from imagegate.gateway import Attempt, Failed, Finished, Generation, ImageOut, PartialOut, TextOut
-from imagegate.wire import SSE_DONE, SSE_KEEPALIVE, ImageRequest, image_response_body, sse_event
+from imagegate.gateway import (
+    Attempt,
+    Failed,
+    Finished,
+    Generation,
+    ImageOut,
+    PartialOut,
+    TextOut,
+)
+from imagegate.wire import (
+    SSE_DONE,
+    SSE_KEEPALIVE,
+    ImageRequest,
+    image_response_body,
+    sse_event,
+)
 
 router = APIRouter()
 

@@ -16,7 +16,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.store.coltypes import utcnow
-from imagegate.store.ids import KEY_PREFIX, hash_secret, is_secret_shaped, label_for, new_secret
+from imagegate.store.ids import (
+    KEY_PREFIX,
+    hash_secret,
+    is_secret_shaped,
+    label_for,
+    new_secret,
+)
 from imagegate.store.models import ApiKey
 
 log = logging.getLogger(__name__)
