@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -21,7 +22,8 @@ app.add_typer(keys_app, name="keys")
 
 # Human-facing output goes to stderr, so stdout carries only what scripts capture.
 err = Console(stderr=True)
-out = Console()
+# Piped output keeps whole rows (rich would wrap tables at 80 columns), so grep and scripts work.
+out = Console() if sys.stdout.isatty() else Console(width=240)
 T = TypeVar("T")
 
 

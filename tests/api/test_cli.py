@@ -1,0 +1,93 @@
+"""The ``imagegate`` command as a user runs it: real processes, real database files."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+KEY = re.compile(r"^sk-ig-v1-[0-9a-f]{64}$")
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagegate", *args], cwd=tmp_path, env=_env(tmp_path),
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "IMAGEGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+            "IMAGEGATE_CONFIG": str(tmp_path / "none.yaml")}
+
+
+def test_keys_create_prints_the_key_alone_on_stdout(tmp_path: Path) -> None:
+    created = run(tmp_path, "keys", "create", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    assert KEY.match(created.stdout.strip())
+    assert created.stdout.count("\n") == 1
+
+
+def test_keys_list_shows_labels_never_secrets_and_revoke_works(tmp_path: Path) -> None:
+    secret = run(tmp_path, "keys", "create", "--name", "alice").stdout.strip()
+    listing = run(tmp_path, "keys", "list")
+    assert listing.returncode == 0
+    assert "alice" in listing.stdout and secret not in listing.stdout
+    assert secret[-3:] in listing.stdout  # the label shows the key's last characters
+    label = f"sk-ig-v1-{secret[9:12]}...{secret[-3:]}"
+    revoked = run(tmp_path, "keys", "revoke", label)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked" in run(tmp_path, "keys", "list").stdout
+    assert run(tmp_path, "keys", "revoke", "sk-ig-v1-nope...nop").returncode == 1
+
+
+def test_models_lists_the_sandbox_models(tmp_path: Path) -> None:
+    listing = run(tmp_path, "models")
+    assert listing.returncode == 0
+    for model in ("imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers"):
+        assert model in listing.stdout
+
+
+def test_first_serve_creates_prints_and_accepts_a_key(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imagegate", "serve", "--port", str(port)], cwd=tmp_path, env=_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        key = process.stdout.readline().strip()
+        assert KEY.match(key), key
+        base = f"http://127.0.0.1:{port}/api/v1"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/images/models", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("server did not come up")
+                time.sleep(0.1)
+        response = httpx.post(f"{base}/images", headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "imagegate/sandbox", "prompt": "hello", "resolution": "512"}, timeout=30)
+        assert response.status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    # a second start finds the key and prints none
+    again = subprocess.Popen(
+        [sys.executable, "-m", "imagegate", "serve", "--port", str(port)], cwd=tmp_path, env=_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(3)
+    again.terminate()
+    out, _ = again.communicate(timeout=30)
+    assert not KEY.search(out)
