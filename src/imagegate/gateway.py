@@ -68,7 +68,8 @@ CONSUMER_GRACE_S = 600.0
 
 @dataclass(frozen=True, slots=True)
 class PartialOut:
-    index: int
+    image_index: int  # which output it previews
+    partial_index: int  # 0, 1, … per output, as OpenAI numbers partial images
     b64: bytes
     media_type: str
 
@@ -257,11 +258,13 @@ class Generation:
         provider = self.gateway.providers[attempt.endpoint.provider]
         timeout = float(attempt.endpoint.settings.get("timeout_s", self.gateway.provider_timeout_s))
         produced = 0
+        partials: dict[int, int] = {}
         try:
             async with asyncio.timeout(timeout):
                 async for event in provider.run(self._job(attempt, timeout)):
                     if isinstance(event, Partial):
-                        yield PartialOut(event.index, event.image.b64, event.media_type)
+                        number = partials[event.index] = partials.get(event.index, -1) + 1
+                        yield PartialOut(event.index, number, event.image.b64, event.media_type)
                     elif isinstance(event, TextChunk):
                         yield TextOut(event.text, event.phase)
                     elif isinstance(event, Image):

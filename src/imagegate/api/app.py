@@ -77,6 +77,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def openapi_alias() -> Response:
         return Response(_openapi_bytes(app), media_type="application/json")
 
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return Response(orjson.dumps({
+            "name": "imagegate",
+            "version": __version__,
+            "api": API_PREFIX,
+            "models": f"{API_PREFIX}/images/models",
+            "openapi": "/openapi.json",
+        }), media_type="application/json")
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")

@@ -179,7 +179,7 @@ async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[byte
                 next_event = asyncio.ensure_future(anext(events))
                 if isinstance(event, PartialOut):
                     yield sse_event(
-                        {"type": "image_generation.partial_image", "partial_image_index": event.index},
+                        {"type": "image_generation.partial_image", "partial_image_index": event.partial_index},
                         b64=event.b64,
                     )
                 elif isinstance(event, TextOut):
