@@ -389,8 +389,8 @@ class Gateway:
         if not capable:
             raise no_provider_error(model.id, requested, found, len(model.endpoints))
 
-        check_background(request.background, request.output_format)
         attempts = [self._attempt(endpoint, request, requested) for endpoint in capable]
+        check_background(request.background, request.output_format)
         references = await self.references.load(reference_urls) if reference_urls else ()
         return Generation(
             id=new_generation_id(),

@@ -21,7 +21,8 @@ from pydantic import (
     field_validator,
 )
 
-from imagegate.sizing import ASPECT_RATIOS, TIERS
+from imagegate.errors import InvalidRequest
+from imagegate.sizing import ASPECT_RATIOS, TIERS, parse_size
 
 RESOLUTIONS = tuple(TIERS)
 QUALITIES = ("auto", "low", "medium", "high", "xhigh", "max")
@@ -103,9 +104,15 @@ class ImageRequest(_Wire):
 
     @field_validator("size")
     @classmethod
-    def _size_auto_means_unset(cls, value: str | None) -> str | None:
+    def _size_is_a_tier_or_pixels(cls, value: str | None) -> str | None:
         # OpenAI clients send size "auto"; it means "the provider chooses", i.e. not set.
-        return None if value is not None and value.strip().lower() == "auto" else value
+        if value is None or value.strip().lower() == "auto":
+            return None
+        try:
+            parse_size(value)
+        except InvalidRequest as exc:
+            raise ValueError(exc.message.removeprefix("size: ")) from None
+        return value
 
     @property
     def reference_urls(self) -> list[str]:

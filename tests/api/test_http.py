@@ -231,3 +231,10 @@ def test_openapi_describes_the_image_routes(server: LiveServer) -> None:
     assert {"/api/v1/images", "/api/v1/images/generations", "/api/v1/images/models",
             "/api/v1/images/models/{author}/{slug}/endpoints", "/api/v1/models",
             "/api/v1/generation"} <= set(spec["paths"])
+
+
+def test_malformed_size_is_a_schema_error_before_auth_and_model_lookup(server: LiveServer) -> None:
+    with server.client() as client:
+        response = client.post("/images", json={"model": "nobody/nothing", "prompt": "x", "size": "big"})
+    assert response.status_code == 400
+    assert "size" in error_of(response)["message"]
