@@ -4,13 +4,15 @@ VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
+# The web tests drive Debian's Chromium (no browser downloads are possible in CI).
+BROWSER ?= /usr/bin/chromium
 
 .PHONY: run test install dev lock bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/imagegate serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(BROWSER)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
@@ -29,6 +31,13 @@ $(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
 $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.lock
 	$(BIN)/pip install --quiet -r requirements-dev.lock
 	touch $@
+
+$(BROWSER):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The web tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	fi
 
 # Re-resolve the lock files from the ranges in pyproject.toml.
 lock: $(BIN)/python

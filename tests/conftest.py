@@ -92,3 +92,22 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     yield make
     for stop in stops:
         stop()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Callable[..., Any]]:
+    """Starts a provider emulator by module name (``emulator("openai")``); stopped after the test."""
+    import importlib
+
+    from tests.emulators.base import Emulator, EmulatorServer
+
+    servers: list[EmulatorServer] = []
+
+    def start(name: str, **options: Any) -> Emulator:
+        server = EmulatorServer(Emulator(importlib.import_module(f"tests.emulators.{name}"), **options))
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

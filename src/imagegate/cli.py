@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from imagegate.catalog import PricingLine, load_catalog
-from imagegate.providers import configured_providers
+from imagegate.providers import load_providers
+from imagegate.providers.http import HttpPool
 from imagegate.settings import load_settings
 from imagegate.store import Store, upgrade
 
@@ -57,17 +58,22 @@ def serve(
 
 
 @app.command()
-def models() -> None:
+def models(
+    all_: Annotated[bool, typer.Option("--all", help="Also list endpoints whose provider is not configured.")] = False,
+) -> None:
     """Show the models and endpoints this gateway serves."""
     settings = load_settings()
-    providers = configured_providers(settings)
-    catalog = load_catalog(settings.catalog_paths).restricted(set(providers))
+    providers = load_providers(settings, HttpPool())
+    catalog = load_catalog(settings.catalog_paths)
+    if not all_:
+        catalog = catalog.restricted(set(providers.configured))
     table = Table(title="Image models")
-    for column in ("model", "endpoint", "streams", "n", "refs", "pricing"):
+    for column in ("model", "endpoint", "streams", "n", "refs", "pricing", "status"):
         table.add_column(column)
     for model in catalog.models():
         for i, endpoint in enumerate(model.endpoints):
             params = endpoint.supported_parameters
+            missing = providers.missing.get(endpoint.provider, "no such provider module")
             table.add_row(
                 model.id if i == 0 else "",
                 endpoint.provider_slug,
@@ -75,6 +81,7 @@ def models() -> None:
                 _range(params.get("n")),
                 _range(params.get("input_references")),
                 "; ".join(describe_price(line) for line in endpoint.pricing),
+                "serving" if endpoint.provider in providers.configured else f"off: {missing}",
             )
     out.print(table)
 

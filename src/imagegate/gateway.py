@@ -39,6 +39,7 @@ from imagegate.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from imagegate.fanout import fan_out
 from imagegate.providers.base import (
     MEDIA_TYPES,
     Blob,
@@ -261,7 +262,8 @@ class Generation:
         partials: dict[int, int] = {}
         try:
             async with asyncio.timeout(timeout):
-                async for event in provider.run(self._job(attempt, timeout)):
+                per_call = attempt.endpoint.settings.get("images_per_call")
+                async for event in fan_out(provider, self._job(attempt, timeout), per_call):
                     if isinstance(event, Partial):
                         number = partials[event.index] = partials.get(event.index, -1) + 1
                         yield PartialOut(event.index, number, event.image.b64, event.media_type)
@@ -468,16 +470,21 @@ async def _shape_output(event: Image, plan: OutputPlan) -> tuple[Blob, str]:
 
 
 def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: tuple[ReferenceImage, ...]) -> Usage:
-    """The provider's usage, with counts the gateway measured itself taking precedence."""
+    """The provider's usage, with counts the gateway measured itself taking precedence.
+
+    References are sent with every upstream call, so a fanned-out generation consumes them
+    once per call.
+    """
     output_pixels = sum((img["width"] or 0) * (img["height"] or 0) for img in images)
-    input_pixels = sum(ref.width * ref.height for ref in references)
+    calls = max(1, reported.requests)
+    input_pixels = sum(ref.width * ref.height for ref in references) * calls
     return Usage(
         output_images=len(images) or reported.output_images,
         output_megapixels=Decimal(output_pixels) / billing.PIXELS_PER_MEGAPIXEL
         if output_pixels
         else reported.output_megapixels,
         output_image_tokens=reported.output_image_tokens,
-        input_images=len(references),
+        input_images=len(references) * calls,
         input_megapixels=Decimal(input_pixels) / billing.PIXELS_PER_MEGAPIXEL,
         input_image_tokens=reported.input_image_tokens,
         input_text_tokens=reported.input_text_tokens,

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     catalog_paths: list[Path] = Field(
         default_factory=list, description="Extra catalog YAML files or folders, merged over ours."
     )
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-provider settings (api_key, base_url, timeout_s …) by provider slug; "
+        "each provider's environment variables (OPENAI_API_KEY …) override them.",
+    )
     cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
     log_level: str = "info"
 

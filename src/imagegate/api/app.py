@@ -19,7 +19,8 @@ from imagegate.api.errors import install_error_handlers
 from imagegate.api.limits import BodySizeLimit
 from imagegate.catalog import load_catalog
 from imagegate.gateway import Gateway
-from imagegate.providers import configured_providers
+from imagegate.providers import load_providers
+from imagegate.providers.http import HttpPool
 from imagegate.references import ReferenceLimits, ReferenceLoader
 from imagegate.settings import Settings, load_settings
 from imagegate.store import Store, upgrade
@@ -35,8 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade, settings.database_url)
         store = Store(settings.database_url)
-        providers = configured_providers(settings)
-        catalog = load_catalog(settings.catalog_paths).restricted(set(providers))
+        http = HttpPool()
+        providers = load_providers(settings, http)
+        full_catalog = load_catalog(settings.catalog_paths)
+        catalog = full_catalog.restricted(set(providers.configured))
         references = ReferenceLoader(
             ReferenceLimits(
                 max_bytes=settings.reference_max_bytes,
@@ -47,9 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings = settings
         app.state.store = store
+        app.state.full_catalog = full_catalog
+        app.state.providers = providers
         app.state.gateway = Gateway(
             catalog=catalog,
-            providers=providers,
+            providers=providers.configured,
             store=store,
             references=references,
             provider_timeout_s=settings.provider_timeout_s,
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.gateway.drain()
             await references.close()
+            await http.close()
             await store.close()
 
     app = FastAPI(

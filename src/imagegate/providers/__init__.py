@@ -1,13 +1,73 @@
-"""Provider registry: which provider modules this process can use."""
+"""Provider registry: which provider modules exist, and which this process can use.
+
+A provider is configured from ``imagegate.yaml`` (``providers.<slug>``) and the
+environment (its ``env`` names, e.g. ``OPENAI_API_KEY``), the environment winning. Only
+configured providers serve; the others are listed with what they need.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
 from imagegate.providers.base import Provider
+from imagegate.providers.http import HttpPool
 from imagegate.settings import Settings
 
+#: Catalog ``provider`` name → the class serving it (imported only when configured).
+REGISTRY: dict[str, str] = {
+    "imagegate": "imagegate.providers.sandbox:SandboxProvider",
+}
 
-def configured_providers(settings: Settings) -> dict[str, Provider]:
-    """Providers whose configuration is present, by the slug catalog endpoints name."""
-    from imagegate.providers.sandbox import SandboxProvider
 
-    return {"imagegate": SandboxProvider()}
+class NotConfigured(Exception):
+    """A provider lacks configuration; the message says what to set."""
+
+
+class ProviderClass(Protocol):
+    slug: str
+    #: Configuration field → environment variable that sets it.
+    env: Mapping[str, str]
+
+    @classmethod
+    def configure(cls, config: Mapping[str, Any], http: HttpPool) -> Provider: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    configured: dict[str, Provider]
+    #: Provider slug → what to set to enable it.
+    missing: dict[str, str]
+
+
+def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str] | None = None) -> Providers:
+    environ = os.environ if environ is None else environ
+    configured: dict[str, Provider] = {}
+    missing: dict[str, str] = {}
+    for slug, target in REGISTRY.items():
+        cls = _import(target)
+        config = {**settings.providers.get(slug, {})}
+        for field, variable in getattr(cls, "env", {}).items():
+            if environ.get(variable):
+                config[field] = environ[variable]
+        try:
+            configured[slug] = cls.configure(config, http)
+        except NotConfigured as exc:
+            missing[slug] = str(exc)
+    return Providers(configured, missing)
+
+
+def require(config: Mapping[str, Any], field: str, variable: str) -> Any:
+    """``config[field]``, or NotConfigured naming the environment variable to set."""
+    value = config.get(field)
+    if value in (None, ""):
+        raise NotConfigured(f"set {variable}")
+    return value
+
+
+def _import(target: str) -> type[ProviderClass]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

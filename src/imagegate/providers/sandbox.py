@@ -931,9 +931,16 @@ class SandboxProvider:
     slug = SLUG
     name = NAME
 
+    #: Needs no configuration: always available.
+    env: dict[str, str] = {}
+
     def __init__(self, *, failure_rng: random.Random | None = None) -> None:
         #: Decides ``fail_rate`` failures; seeded from OS entropy, never from a job's seed.
         self._failure_rng = failure_rng or random.Random()
+
+    @classmethod
+    def configure(cls, config: Mapping[str, Any], http: object) -> SandboxProvider:
+        return cls()
 
     def _check(self, job: ProviderJob) -> str:
         fmt = (job.output_format or "png").lower()

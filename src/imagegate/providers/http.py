@@ -1,0 +1,294 @@
+"""The HTTP mechanism every upstream provider shares.
+
+One pooled aiohttp session for the process (27× less CPU per request than httpx at
+concurrency 32, measured), explicit deadlines, one table from upstream HTTP failures to the
+gateway's error types, polling with backoff, result downloads that never carry provider
+credentials, and an SSE reader that copes with multi-megabyte ``data:`` lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from imagegate.errors import (
+    ContentRefused,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+#: aiohttp's default read buffer (64 KiB) raises on an SSE line holding a whole image.
+READ_BUFSIZE = 16 * 1024 * 1024
+#: Largest upstream body we accept (an n=10 4K PNG response is ~300 MB of base64 at worst).
+MAX_BODY_BYTES = 512 * 1024 * 1024
+MAX_ERROR_MESSAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An upstream answer, read whole."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+
+
+class HttpPool:
+    """One aiohttp session for all providers of this process, created on first use."""
+
+    def __init__(self, *, connections: int = 512, connect_timeout_s: float = 15.0) -> None:
+        self._connections = connections
+        self._connect_timeout_s = connect_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                read_bufsize=READ_BUFSIZE,
+                max_line_size=READ_BUFSIZE,
+                max_field_size=64 * 1024,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
+                # Provider credentials are per request; nothing may leak between requests.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        provider_name: str,
+        method: str,
+        url: str,
+        *,
+        deadline: float | None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Any = None,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> Reply:
+        """Send one request and read the whole answer, within ``deadline`` (monotonic)."""
+        kwargs: dict[str, Any] = {"headers": headers, "timeout": _timeout(deadline)}
+        if json is not None:
+            kwargs["data"] = orjson.dumps(json)
+            kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
+        elif data is not None:
+            kwargs["data"] = data
+        try:
+            async with self.session.request(method, url, **kwargs) as response:
+                body = await _read_capped(response, max_bytes, provider_name)
+                return Reply(response.status, dict(response.headers), body)
+        except TimeoutError:
+            raise UpstreamTimeout(f"{provider_name} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(provider_name, exc) from None
+
+    async def stream_lines(
+        self,
+        provider_name: str,
+        method: str,
+        url: str,
+        *,
+        deadline: float | None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Any = None,
+        on_error: Callable[[Reply], UpstreamError] | None = None,
+    ) -> AsyncIterator[tuple[str | None, bytes]]:
+        """``(event, data)`` for each server-sent event of a streaming answer.
+
+        A non-2xx answer is read whole and raised through ``on_error`` (or the common table).
+        """
+        kwargs: dict[str, Any] = {"headers": headers, "timeout": _timeout(deadline)}
+        if json is not None:
+            kwargs["data"] = orjson.dumps(json)
+            kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
+        elif data is not None:
+            kwargs["data"] = data
+        try:
+            async with self.session.request(method, url, **kwargs) as response:
+                if not 200 <= response.status < 300:
+                    body = await _read_capped(response, MAX_BODY_BYTES, provider_name)
+                    reply = Reply(response.status, dict(response.headers), body)
+                    raise (on_error or (lambda r: upstream_error(provider_name, r)))(reply)
+                async for event in _sse_events(response):
+                    yield event
+        except TimeoutError:
+            raise UpstreamTimeout(f"{provider_name} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(provider_name, exc) from None
+
+    async def download(self, provider_name: str, url: str, *, deadline: float | None,
+                       max_bytes: int = MAX_BODY_BYTES) -> bytes:
+        """Fetch a result URL. A fresh request with no provider headers: asset hosts never see our keys."""
+        reply = await self.request(provider_name, "GET", url, deadline=deadline, max_bytes=max_bytes)
+        if not reply.ok:
+            raise UpstreamError(
+                f"{provider_name}: result download failed with HTTP {reply.status}",
+                metadata={"provider_name": provider_name, "upstream_status": reply.status},
+            )
+        return reply.body
+
+
+def upstream_error(
+    provider_name: str,
+    reply: Reply,
+    *,
+    message: str | None = None,
+    refused: bool = False,
+    out_of_credit: bool = False,
+) -> UpstreamError:
+    """The gateway error for an upstream's failed answer.
+
+    The client never sees a provider key problem as its own 401: the operator's key being
+    rejected or out of credit is a 502 whose metadata says so.
+    """
+    status = reply.status
+    detail = _clip(message or error_message(reply) or f"HTTP {status}")
+    metadata: dict[str, Any] = {"provider_name": provider_name, "upstream_status": status}
+    if refused:
+        return ContentRefused(f"{provider_name} refused the request: {detail}", metadata=metadata)
+    if out_of_credit or status == 402:
+        metadata["provider_out_of_credit"] = True
+        return UpstreamError(f"{provider_name}: the gateway's account is out of credit", metadata=metadata)
+    if status in (401, 403):
+        metadata["provider_key_rejected"] = True
+        return UpstreamError(f"{provider_name} rejected the gateway's credentials", metadata=metadata)
+    if status == 429:
+        headers = {"Retry-After": reply.headers["Retry-After"]} if "Retry-After" in reply.headers else {}
+        return UpstreamRateLimited(f"{provider_name} is rate limiting: {detail}", metadata=metadata, headers=headers)
+    if status in (408, 504):
+        return UpstreamTimeout(f"{provider_name} timed out: {detail}", metadata=metadata)
+    if status in (503, 529):
+        return UpstreamOverloaded(f"{provider_name} is overloaded: {detail}", metadata=metadata)
+    if status in (400, 413, 422):
+        error = UpstreamError(f"{provider_name}: {detail}", status=400, metadata=metadata)
+        error.retryable = False  # the same request fails the same way on a retry
+        return error
+    return UpstreamError(f"{provider_name} returned an error: {detail}", metadata=metadata)
+
+
+def error_message(reply: Reply) -> str | None:
+    """The message of the usual error body shapes: ``error.message``, ``message``, ``detail`` …"""
+    body = reply.json()
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        for key in ("message", "detail", "error", "name"):
+            value = body.get(key)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, list) and value and isinstance(value[0], (str, dict)):
+                first = value[0]
+                return first if isinstance(first, str) else str(first.get("msg") or first.get("message") or first)
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            return "; ".join(str(e) for e in errors[:3])
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return error_message(Reply(reply.status, reply.headers, orjson.dumps(body[0])))
+    text = reply.body[:MAX_ERROR_MESSAGE].decode("utf-8", "replace").strip()
+    return text or None
+
+
+async def polling(provider_name: str, *, deadline: float | None, first_delay: float = 0.5,
+                  factor: float = 1.5, max_delay: float = 5.0) -> AsyncIterator[int]:
+    """Yields attempt numbers, sleeping with exponential backoff in between; 524 at the deadline."""
+    delay = first_delay
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise UpstreamTimeout(f"{provider_name} did not finish before the deadline")
+        await asyncio.sleep(delay)
+        delay = min(delay * factor, max_delay)
+
+
+# --- helpers ---
+
+
+def _timeout(deadline: float | None) -> aiohttp.ClientTimeout:
+    if deadline is None:
+        return aiohttp.ClientTimeout(total=None)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamTimeout("the deadline passed before the upstream was called")
+    return aiohttp.ClientTimeout(total=remaining)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, provider_name: str) -> bytes:
+    length = response.content_length
+    if length is not None and length > max_bytes:
+        raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
+    chunks = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > max_bytes:
+            raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, bytes]]:
+    """Split the stream into events ourselves: one line may be many megabytes long."""
+    buffer = bytearray()
+    scanned = 0  # bytes of ``buffer`` known to hold no newline
+    event: str | None = None
+    data: list[bytes] = []
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        while (newline := buffer.find(b"\n", scanned)) >= 0:
+            line = bytes(buffer[:newline]).rstrip(b"\r")
+            del buffer[: newline + 1]
+            scanned = 0
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = None, []
+            elif line.startswith(b"data:"):
+                data.append(line[5:].removeprefix(b" "))
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8", "replace")
+        scanned = len(buffer)
+    if data:
+        yield event, b"\n".join(data)
+
+
+def _connection_error(provider_name: str, exc: aiohttp.ClientError) -> UpstreamError:
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"{provider_name} did not answer in time")
+    log.info("%s: connection failed: %r", provider_name, exc)
+    return UpstreamError(f"could not reach {provider_name}", metadata={"provider_name": provider_name})
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 1] + "…"
