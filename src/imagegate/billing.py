@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from imagegate.catalog import PricingLine
 from imagegate.providers.base import Usage
+from imagegate.sizing import MAX_EDGE, SizeRules
 
 ZERO = Decimal(0)
 #: One megapixel is 1024×1024 pixels, so a 1024² image bills exactly 1 MP (as OpenRouter does).
@@ -81,6 +82,49 @@ def compute_cost(pricing: Iterable[PricingLine], usage: Usage, tier: str | None 
         else:
             prompt += amount
     return Cost(total=prompt + completion, prompt=prompt, completion=completion)
+
+
+def max_output_pixels(rules: SizeRules) -> int:
+    """The largest image an endpoint can produce, from its size rules."""
+    if rules.mode == "table":
+        return max(entry.width * entry.height for entry in rules.table)
+    if rules.max_pixels is not None:
+        return rules.max_pixels
+    edge = rules.max_edge or MAX_EDGE
+    return edge * edge
+
+
+def worst_case_usage(
+    *,
+    n: int,
+    per_call: int | None,
+    rules: SizeRules,
+    prompt: str,
+    reference_pixels: Iterable[int],
+    max_output_tokens_per_image: int | None = None,
+    max_input_tokens_per_image: int | None = None,
+) -> Usage:
+    """The most a generation on one endpoint can consume: what is reserved before it runs.
+
+    Token counts are bounded from what is known up front: a prompt never has more tokens
+    than bytes, and image tokens come from the endpoint's stated maximum or, without one,
+    one token per 1024 pixels (the densest tokenization of the upstreams we speak).
+    """
+    calls = 1 if per_call is None else -(-n // per_call)
+    pixels = max_output_pixels(rules)
+    references = list(reference_pixels)
+    output_tokens = max_output_tokens_per_image or -(-pixels // 1024)
+    input_tokens = sum(max_input_tokens_per_image or -(-p // 1024) for p in references)
+    return Usage(
+        output_images=n,
+        output_megapixels=Decimal(pixels * n) / PIXELS_PER_MEGAPIXEL,
+        output_image_tokens=output_tokens * n,
+        input_images=len(references) * calls,
+        input_megapixels=Decimal(sum(references) * calls) / PIXELS_PER_MEGAPIXEL,
+        input_image_tokens=input_tokens * calls,
+        input_text_tokens=len(prompt.encode()) * calls,
+        requests=calls,
+    )
 
 
 def usage_to_wire(usage: Usage, cost: Cost, *, billed: bool = True) -> dict:

@@ -52,6 +52,7 @@ from imagegate.providers.base import (
     TextChunk,
     Usage,
 )
+from imagegate.ratelimit import NO_LEASE, Lease
 from imagegate.references import ReferenceLoader
 from imagegate.routing import route
 from imagegate.sizing import AppliedSize, SizeRequest, parse_size, resolve_size
@@ -171,6 +172,8 @@ class Generation:
     delivered: bool = False
     origin: str | None = None  # the client's HTTP-Referer
     app_title: str | None = None  # the client's X-OpenRouter-Title / X-Title
+    #: The rate-limit slot this generation holds until it ends (not until the client leaves).
+    lease: Lease = NO_LEASE
     _queue: asyncio.Queue[GatewayEvent | None] = field(default_factory=asyncio.Queue)
     _consumed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -207,6 +210,7 @@ class Generation:
             outcome.error = InternalError("Internal server error")
             await self._queue.put(Failed(outcome.error))
         finally:
+            await self.lease.release()
             await self._queue.put(None)
             try:
                 await asyncio.wait_for(self._consumed.wait(), CONSUMER_GRACE_S)

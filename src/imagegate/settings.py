@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         description="CIDRs exempt from the refusal to fetch references from private addresses.",
     )
 
+    rate_limit_rpm: int | None = Field(
+        None, ge=1, description="Requests per minute per key (429 beyond); unset means no limit."
+    )
+    rate_limit_concurrency: int | None = Field(
+        None, ge=1, description="Generations in flight per key (429 beyond); unset means no limit."
+    )
+
     bootstrap_key: bool = Field(
         True, description="On start with no API keys, create one and print it."
     )

@@ -238,3 +238,32 @@ def test_malformed_size_is_a_schema_error_before_auth_and_model_lookup(server: L
         response = client.post("/images", json={"model": "nobody/nothing", "prompt": "x", "size": "big"})
     assert response.status_code == 400
     assert "size" in error_of(response)["message"]
+
+
+def test_rate_limit_per_key_is_429_with_retry_after(make_server) -> None:
+    limited = make_server(rate_limit_rpm=2)
+    body = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
+    statuses = [post(limited, body).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    response = post(limited, body)
+    assert int(response.headers["retry-after"]) >= 1
+    assert error_of(response)["code"] == 429
+    other = limited.create_key("other")
+    assert post(limited, body, headers=limited.auth(other)).status_code == 200
+
+
+def test_concurrent_generations_per_key_are_limited(make_server) -> None:
+    import concurrent.futures
+
+    limited = make_server(rate_limit_concurrency=1)
+    slow = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512",
+            "provider": {"options": {"imagegate": {"latency_ms": 800}}}}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, limited, slow)
+        import time
+
+        time.sleep(0.3)
+        second = post(limited, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"})
+        assert second.status_code == 429
+        assert first.result().status_code == 200
+    assert post(limited, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}).status_code == 200

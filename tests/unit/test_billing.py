@@ -68,3 +68,30 @@ def test_usage_wire_has_openrouter_fields_and_unbilled_costs_zero() -> None:
     assert wire["cost"] == 0.04005
     assert wire["completion_tokens_details"]["image_tokens"] == 1000
     assert usage_to_wire(usage, compute_cost(pricing, usage), billed=False)["cost"] == 0
+
+
+def test_worst_case_covers_the_largest_size_every_image_and_every_call() -> None:
+    from imagegate.billing import worst_case_usage
+    from imagegate.sizing import FixedSize, SizeRules
+
+    table = SizeRules(mode="table", table=(FixedSize(1024, 1024), FixedSize(1536, 1024)))
+    usage = worst_case_usage(n=3, per_call=1, rules=table, prompt="a cat", reference_pixels=[512 * 512])
+    assert usage.output_images == 3 and usage.requests == 3
+    assert usage.output_megapixels == Decimal(1536 * 1024 * 3) / 1048576
+    assert usage.output_image_tokens == 3 * 1536
+    assert usage.input_images == 3 and usage.input_image_tokens == 3 * 256
+    assert usage.input_text_tokens == 3 * 5
+
+
+@given(n=st.integers(1, 10), width=st.integers(64, 4096), height=st.integers(64, 4096))
+def test_worst_case_cost_is_never_below_the_actual_cost(n: int, width: int, height: int) -> None:
+    from imagegate.billing import worst_case_usage
+    from imagegate.sizing import SizeRules
+
+    rules = SizeRules(mode="free", max_edge=4096)
+    pricing = [line("output_image", "megapixel", "0.03"), line("output_image", "token", "0.00004"),
+               line("input_text", "token", "0.000005"), line("output_image", "image", "0.01")]
+    actual = Usage(output_images=n, output_megapixels=megapixels(width, height) * n,
+                   output_image_tokens=n * -(-width * height // 1024), input_text_tokens=2)
+    worst = worst_case_usage(n=n, per_call=None, rules=rules, prompt="a cat", reference_pixels=[])
+    assert compute_cost(pricing, worst).total >= compute_cost(pricing, actual).total

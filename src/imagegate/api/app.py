@@ -21,9 +21,11 @@ from imagegate.catalog import load_catalog
 from imagegate.gateway import Gateway
 from imagegate.providers import load_providers
 from imagegate.providers.http import HttpPool
+from imagegate.ratelimit import Limits, MemoryRateLimiter
 from imagegate.references import ReferenceLimits, ReferenceLoader
 from imagegate.settings import Settings, load_settings
 from imagegate.store import Store, upgrade
+from imagegate.web import install_web
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -49,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
         app.state.settings = settings
+        app.state.limiter = MemoryRateLimiter()
+        app.state.limits = Limits(settings.rate_limit_rpm, settings.rate_limit_concurrency)
         app.state.store = store
         app.state.full_catalog = full_catalog
         app.state.providers = providers
@@ -83,15 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def openapi_alias() -> Response:
         return Response(_openapi_bytes(app), media_type="application/json")
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> Response:
-        return Response(orjson.dumps({
-            "name": "imagegate",
-            "version": __version__,
-            "api": API_PREFIX,
-            "models": f"{API_PREFIX}/images/models",
-            "openapi": "/openapi.json",
-        }), media_type="application/json")
+    install_web(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:

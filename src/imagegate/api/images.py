@@ -85,7 +85,13 @@ async def _generate(request: Request) -> Response:
     if image_request.session_id is None and (header := request.headers.get("x-session-id")):
         image_request = image_request.model_copy(update={"session_id": header[:256]})
     wants_stream = bool(image_request.stream)
-    generation = await state.gateway.prepare(image_request, key, stream=wants_stream)
+    lease = await state.limiter.acquire(key.hash, state.limits)
+    try:
+        generation = await state.gateway.prepare(image_request, key, stream=wants_stream)
+    except BaseException:
+        await lease.release()
+        raise
+    generation.lease = lease
     streaming = wants_stream and generation.primary.endpoint.supports_streaming
     generation.streamed = streaming
     generation.origin = request.headers.get("http-referer")

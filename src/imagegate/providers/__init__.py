@@ -8,6 +8,7 @@ configured providers serve; the others are listed with what they need.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,9 +18,17 @@ from imagegate.providers.base import Provider
 from imagegate.providers.http import HttpPool
 from imagegate.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: Catalog ``provider`` name → the class serving it (imported only when configured).
 REGISTRY: dict[str, str] = {
     "imagegate": "imagegate.providers.sandbox:SandboxProvider",
+    "openai": "imagegate.providers.openai:OpenAIProvider",
+    "azure": "imagegate.providers.openai:AzureOpenAIProvider",
+    "google-ai-studio": "imagegate.providers.google:GoogleAIStudioProvider",
+    "google-vertex": "imagegate.providers.google:GoogleVertexProvider",
+    "black-forest-labs": "imagegate.providers.bfl:BlackForestLabsProvider",
+    "stability": "imagegate.providers.stability:StabilityProvider",
 }
 
 
@@ -48,7 +57,13 @@ def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str
     configured: dict[str, Provider] = {}
     missing: dict[str, str] = {}
     for slug, target in REGISTRY.items():
-        cls = _import(target)
+        try:
+            cls = _import(target)
+        except Exception as exc:  # noqa: BLE001 - reported, and the provider stays off
+            # An optional dependency missing must not take the whole gateway down.
+            log.error("provider %s cannot be loaded: %s", slug, exc)
+            missing[slug] = f"cannot be loaded: {exc}"
+            continue
         config = {**settings.providers.get(slug, {})}
         for field, variable in getattr(cls, "env", {}).items():
             if environ.get(variable):
