@@ -32,6 +32,7 @@ from imagegate.capabilities import (
 )
 from imagegate.catalog import Catalog, Endpoint, Model
 from imagegate.errors import (
+    ContentRefused,
     ImagegateError,
     InternalError,
     InvalidRequest,
@@ -40,6 +41,7 @@ from imagegate.errors import (
     UpstreamTimeout,
 )
 from imagegate.fanout import fan_out
+from imagegate.health import HealthBook
 from imagegate.providers.base import (
     MEDIA_TYPES,
     Blob,
@@ -54,10 +56,10 @@ from imagegate.providers.base import (
 )
 from imagegate.ratelimit import NO_LEASE, Lease
 from imagegate.references import ReferenceLoader
-from imagegate.routing import route
+from imagegate.routing import endpoint_key, merge_preferences, route
 from imagegate.sizing import AppliedSize, SizeRequest, parse_size, resolve_size
 from imagegate.store import GenerationRecord, KeyRecord, Store, new_generation_id
-from imagegate.wire import ImageRequest
+from imagegate.wire import ImageRequest, ProviderPreferences
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +244,8 @@ class Generation:
                 outcome.tried.append(_attempt_record(attempt, attempt_started, exc))
                 outcome.error = exc
                 outcome.usage = None
-                can_fall_back = isinstance(exc, UpstreamError) and exc.retryable and not sent_to_client
+                self.gateway.observe(attempt, ok=False, started=attempt_started, status=exc.status, error=exc)
+                can_fall_back = self.gateway.may_fall_back(exc) and not sent_to_client
                 if can_fall_back and attempt is not self.attempts[-1]:
                     log.info("generation %s: %s failed (%s); falling back", self.id,
                              attempt.endpoint.provider_slug, exc.message)
@@ -250,6 +253,8 @@ class Generation:
                 await self._queue.put(Failed(exc))
                 return
             outcome.tried.append(_attempt_record(attempt, attempt_started, None))
+            megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in images) / 1_000_000
+            self.gateway.observe(attempt, ok=True, started=attempt_started, megapixels=megapixels)
             outcome.answered, outcome.error, outcome.images = attempt, None, images
             for event in held:
                 await self._queue.put(event)
@@ -343,6 +348,14 @@ class Generation:
             log.exception("generation %s: could not store its record", self.id)
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    provider_timeout_s: float = 300.0
+    #: Operator-wide provider preferences, merged under each request's own.
+    default_preferences: ProviderPreferences | None = None
+    fallback_on_content_refusal: bool = False
+
+
 class Gateway:
     """Holds what every generation needs: catalog, providers, store, reference loader."""
 
@@ -353,14 +366,35 @@ class Gateway:
         providers: Mapping[str, Provider],
         store: Store,
         references: ReferenceLoader,
-        provider_timeout_s: float = 300.0,
+        options: GatewayOptions | None = None,
+        health: HealthBook | None = None,
     ) -> None:
         self.catalog = catalog
         self.providers = dict(providers)
         self.store = store
         self.references = references
-        self.provider_timeout_s = provider_timeout_s
+        self.options = options or GatewayOptions()
+        self.health = health or HealthBook()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def provider_timeout_s(self) -> float:
+        return self.options.provider_timeout_s
+
+    def may_fall_back(self, error: ImagegateError) -> bool:
+        """Upstream outages, timeouts, 5xx and 429 fall back; the client's own mistakes never do,
+        and a content refusal only when the operator opted in."""
+        if isinstance(error, ContentRefused):
+            return self.options.fallback_on_content_refusal
+        return isinstance(error, UpstreamError) and error.retryable
+
+    def observe(self, attempt: Attempt, *, ok: bool, started: float, megapixels: float = 0.0,
+                status: int = 200, error: ImagegateError | None = None) -> None:
+        """Feed one upstream outcome into the endpoint's health (client errors say nothing of it)."""
+        if error is not None and not isinstance(error, UpstreamError):
+            return
+        self.health.record(endpoint_key(attempt.endpoint), ok=ok, latency_s=time.monotonic() - started,
+                           megapixels=megapixels, status=status)
 
     def track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -385,9 +419,16 @@ class Gateway:
             fields["resolution"] = resolution
         requested = requested_parameters(fields, len(reference_urls))
 
+        prefs = merge_preferences(self.options.default_preferences, request.provider)
+        routed = route(model.endpoints, prefs, health=self.health)
+        if not routed:
+            raise NotFound(
+                f"No allowed providers are available for {model.id}",
+                metadata={"param": "provider", "endpoints": [e.provider_slug for e in model.endpoints]},
+            )
         found = []
         capable = []
-        for endpoint in route(model.endpoints, request.provider):
+        for endpoint in routed:
             problems = rejections(endpoint, requested)
             found += problems
             if not problems:
@@ -395,7 +436,7 @@ class Gateway:
         if not capable:
             raise no_provider_error(model.id, requested, found, len(model.endpoints))
 
-        attempts = [self._attempt(endpoint, request, requested) for endpoint in capable]
+        attempts = [self._attempt(endpoint, request, requested, prefs) for endpoint in capable]
         check_background(request.background, request.output_format)
         references = await self.references.load(reference_urls) if reference_urls else ()
         return Generation(
@@ -409,7 +450,10 @@ class Gateway:
             streamed=stream,
         )
 
-    def _attempt(self, endpoint: Endpoint, request: ImageRequest, requested: Mapping[str, Any]) -> Attempt:
+    def _attempt(
+        self, endpoint: Endpoint, request: ImageRequest, requested: Mapping[str, Any],
+        prefs: ProviderPreferences | None,
+    ) -> Attempt:
         listed = endpoint.supported_parameters
         size = resolve_size(
             SizeRequest(
@@ -426,7 +470,7 @@ class Gateway:
             quality=request.quality if "quality" in listed else None,
             seed=request.seed if "seed" in listed else None,
             dropped=tuple(dropped_parameters(endpoint, requested)),
-            options=_passthrough(endpoint, request),
+            options=_passthrough(endpoint, prefs),
         )
 
 
@@ -448,9 +492,9 @@ def _resolution_with_size_tier(request: ImageRequest) -> str | None:
     return tier
 
 
-def _passthrough(endpoint: Endpoint, request: ImageRequest) -> dict[str, Any]:
+def _passthrough(endpoint: Endpoint, prefs: ProviderPreferences | None) -> dict[str, Any]:
     """``provider.options[slug]`` for this endpoint, limited to its allow-list."""
-    options = (request.provider.options if request.provider else None) or {}
+    options = (prefs.options if prefs else None) or {}
     chosen: dict[str, Any] = {}
     for slug in (endpoint.provider_slug.split("/", 1)[0], endpoint.provider_slug):
         chosen.update(options.get(slug) or {})

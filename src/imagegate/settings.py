@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         None, ge=1, description="Generations in flight per key (429 beyond); unset means no limit."
     )
 
+    provider_preferences: dict[str, Any] | None = Field(
+        None,
+        description="Operator-wide provider preferences (only, ignore, order, sort, allow_fallbacks), "
+        "merged under each request's `provider` object.",
+    )
+    fallback_on_content_refusal: bool = Field(
+        False, description="Try the next endpoint when a provider refuses a prompt on content grounds."
+    )
+
     bootstrap_key: bool = Field(
         True, description="On start with no API keys, create one and print it."
     )

@@ -18,7 +18,7 @@ from imagegate.api import account, discovery, images
 from imagegate.api.errors import install_error_handlers
 from imagegate.api.limits import BodySizeLimit
 from imagegate.catalog import load_catalog
-from imagegate.gateway import Gateway
+from imagegate.gateway import Gateway, GatewayOptions
 from imagegate.providers import load_providers
 from imagegate.providers.http import HttpPool
 from imagegate.ratelimit import Limits, MemoryRateLimiter
@@ -26,6 +26,7 @@ from imagegate.references import ReferenceLimits, ReferenceLoader
 from imagegate.settings import Settings, load_settings
 from imagegate.store import Store, upgrade
 from imagegate.web import install_web
+from imagegate.wire import ProviderPreferences
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -61,7 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             providers=providers.configured,
             store=store,
             references=references,
-            provider_timeout_s=settings.provider_timeout_s,
+            options=GatewayOptions(
+                provider_timeout_s=settings.provider_timeout_s,
+                default_preferences=ProviderPreferences.model_validate(settings.provider_preferences)
+                if settings.provider_preferences
+                else None,
+                fallback_on_content_refusal=settings.fallback_on_content_refusal,
+            ),
         )
         try:
             yield
