@@ -151,6 +151,8 @@ class _Outcome:
     error: ImagegateError | None = None
     answered: Attempt | None = None
     first_event_at: float | None = None
+    #: The upstream call was cancelled (the client left and the operator cancels then).
+    cancelled: bool = False
 
 
 @dataclass
@@ -178,13 +180,15 @@ class Generation:
     lease: Lease = NO_LEASE
     _queue: asyncio.Queue[GatewayEvent | None] = field(default_factory=asyncio.Queue)
     _consumed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
 
     @property
     def primary(self) -> Attempt:
         return self.attempts[0]
 
     def start(self) -> None:
-        self.gateway.track(asyncio.create_task(self._run(), name=f"generation {self.id}"))
+        self._task = asyncio.create_task(self._run(), name=f"generation {self.id}")
+        self.gateway.track(self._task)
 
     async def events(self) -> AsyncIterator[GatewayEvent]:
         while (event := await self._queue.get()) is not None:
@@ -196,6 +200,8 @@ class Generation:
             yield
         finally:
             self._consumed.set()
+            if not self.delivered and self.gateway.options.cancel_on_disconnect and self._task:
+                self._task.cancel()  # the operator chose to stop paying for abandoned work
 
     def mark_delivered(self) -> None:
         self.delivered = True
@@ -207,6 +213,9 @@ class Generation:
         outcome = _Outcome()
         try:
             await self._try_attempts(outcome)
+        except asyncio.CancelledError:
+            outcome.cancelled = True
+            raise
         except Exception:  # a bug of ours: masked for the client, logged in full
             log.exception("generation %s crashed", self.id)
             outcome.error = InternalError("Internal server error")
@@ -315,7 +324,7 @@ class Generation:
         last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
         succeeded = error is None and answered is not None
         billed = succeeded and self.delivered
-        status = "succeeded" if billed else "cancelled" if succeeded else "failed"
+        status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage = outcome.usage
         record = GenerationRecord(
             id=self.id,
@@ -354,6 +363,8 @@ class GatewayOptions:
     #: Operator-wide provider preferences, merged under each request's own.
     default_preferences: ProviderPreferences | None = None
     fallback_on_content_refusal: bool = False
+    #: Cancel the upstream call when the client disconnects, instead of letting it finish.
+    cancel_on_disconnect: bool = False
 
 
 class Gateway:

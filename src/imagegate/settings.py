@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         False, description="Try the next endpoint when a provider refuses a prompt on content grounds."
     )
 
+    cancel_on_disconnect: bool = Field(
+        False,
+        description="Cancel the upstream generation when the client disconnects (default: let it "
+        "finish and record it, unbilled).",
+    )
+
     bootstrap_key: bool = Field(
         True, description="On start with no API keys, create one and print it."
     )

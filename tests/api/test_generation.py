@@ -197,38 +197,62 @@ def test_streaming_n2_gives_one_completed_per_image_usage_on_the_last(server: Li
     assert partial_indexes == [0, 1, 0, 1]  # two previews of each image, numbered per image
 
 
-def test_client_that_disconnects_is_not_billed_but_generation_is_recorded(server: LiveServer) -> None:
-    import httpx
+def latest_record(server: LiveServer) -> tuple[str, str, int] | None:
+    """Status, cost and generation time of the newest generation, read from the database."""
+    from sqlalchemy import text
 
-    body = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512",
-            "provider": {"options": {"imagegate": {"latency_ms": 1500}}}}
-    generation_id = None
-    with httpx.Client(base_url=server.api_url, timeout=0.5) as client:
-        try:
-            client.post("/images", json=body, headers=server.auth())
-        except httpx.ReadTimeout:
-            pass
-    import time
-
-    time.sleep(2.5)
-    with server.client() as client:
-        listing = client.get("/generation", params={"id": "missing"}, headers=server.auth())
-        assert listing.status_code == 404
-    # The record exists with status cancelled and no cost (looked up through the store).
     from imagegate.store import Store
 
-    async def latest() -> list:
+    async def read() -> tuple[str, str, int] | None:
         store = Store(server.database_url)
         try:
-            from sqlalchemy import text
-
             async with store.engine.connect() as conn:
                 rows = await conn.execute(text(
-                    "select status, cost_usd from generations order by created_at desc limit 1"))
-                return list(rows)
+                    "select status, cost_usd, generation_time_ms from generations order by created_at desc limit 1"))
+                return next(iter(rows), None)
         finally:
             await store.close()
 
-    [(status, cost)] = asyncio.run(latest())
-    assert generation_id is None
-    assert status == "cancelled" and str(cost) in ("0", "0E+0")
+    return asyncio.run(read())
+
+
+def disconnect_during(server: LiveServer, latency_ms: int, stream: bool = False) -> None:
+    import httpx
+
+    body = {"model": "imagegate/sandbox", "prompt": "disconnect", "resolution": "512", "stream": stream,
+            "provider": {"options": {"imagegate": {"latency_ms": latency_ms}}}}
+    with httpx.Client(base_url=server.api_url, timeout=0.4) as client:
+        try:
+            with client.stream("POST", "/images", json=body, headers=server.auth()) as response:
+                for _ in response.iter_bytes():
+                    pass
+        except httpx.ReadTimeout:
+            pass
+
+
+def wait_for_record(server: LiveServer, status: str, timeout: float = 8.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = latest_record(server)
+        if row is not None and row[0] == status:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"no {status} record; latest is {latest_record(server)}")
+
+
+def test_client_that_disconnects_is_not_billed_but_generation_completes_and_is_recorded(make_server) -> None:
+    server = make_server()
+    disconnect_during(server, latency_ms=1500)
+    status, cost, generation_time_ms = wait_for_record(server, "cancelled")
+    assert str(cost) in ("0", "0E+0")
+    assert generation_time_ms >= 1500  # it ran to the end
+
+
+def test_cancel_on_disconnect_stops_the_upstream_call(make_server) -> None:
+    server = make_server(cancel_on_disconnect=True)
+    disconnect_during(server, latency_ms=5000, stream=True)
+    status, cost, generation_time_ms = wait_for_record(server, "cancelled", timeout=4.0)
+    assert str(cost) in ("0", "0E+0")
+    assert generation_time_ms < 4000

@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if settings.provider_preferences
                 else None,
                 fallback_on_content_refusal=settings.fallback_on_content_refusal,
+                cancel_on_disconnect=settings.cancel_on_disconnect,
             ),
         )
         try:
