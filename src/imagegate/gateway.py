@@ -240,7 +240,7 @@ class Generation:
                     if outcome.first_event_at is None:
                         outcome.first_event_at = time.monotonic()
                     if isinstance(event, Usage):
-                        outcome.usage = _measured_usage(event, images, self.references)
+                        outcome.usage = _measured_usage(event, images, self._references_for(attempt))
                         continue
                     if isinstance(event, ImageOut):
                         images.append(_describe(event))
@@ -267,7 +267,7 @@ class Generation:
             outcome.answered, outcome.error, outcome.images = attempt, None, images
             for event in held:
                 await self._queue.put(event)
-            usage = outcome.usage or _measured_usage(Usage(), images, self.references)
+            usage = outcome.usage or _measured_usage(Usage(), images, self._references_for(attempt))
             outcome.usage = usage
             outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
             await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt))
@@ -300,6 +300,10 @@ class Generation:
         if produced == 0:
             raise UpstreamError(f"{attempt.endpoint.provider_name} returned no image")
 
+    def _references_for(self, attempt: Attempt) -> tuple[ReferenceImage, ...]:
+        """References go only to endpoints that take them; elsewhere they are a dropped parameter."""
+        return self.references if "input_references" in attempt.endpoint.supported_parameters else ()
+
     def _job(self, attempt: Attempt, timeout: float) -> ProviderJob:
         request, listed = self.request, attempt.endpoint.supported_parameters
         return ProviderJob(
@@ -312,7 +316,7 @@ class Generation:
             background=request.background if "background" in listed else None,
             output_compression=attempt.output.compression if "output_compression" in listed else None,
             seed=attempt.seed,
-            references=self.references,
+            references=self._references_for(attempt),
             options=attempt.options,
             stream=self.streamed and attempt.endpoint.supports_streaming,
             deadline=time.monotonic() + timeout,
@@ -341,7 +345,7 @@ class Generation:
             generation_time_ms=round((time.monotonic() - started) * 1000),
             cost_usd=outcome.cost.total if billed else billing.ZERO,
             num_images=len(outcome.images) if succeeded else 0,
-            num_references=len(self.references),
+            num_references=len(self._references_for(last)) if last else 0,
             usage={} if usage is None else billing.usage_to_wire(usage, outcome.cost, billed=billed),
             applied=(last or self.primary).applied(),
             images=outcome.images if succeeded else [],

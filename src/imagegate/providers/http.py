@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from imagegate.errors import (
     ContentRefused,
@@ -40,7 +42,7 @@ class Reply:
     """An upstream answer, read whole."""
 
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive, as HTTP header names are
     body: bytes
 
     @property
@@ -103,7 +105,7 @@ class HttpPool:
         try:
             async with self.session.request(method, url, **kwargs) as response:
                 body = await _read_capped(response, max_bytes, provider_name)
-                return Reply(response.status, dict(response.headers), body)
+                return Reply(response.status, CIMultiDict(response.headers), body)
         except TimeoutError:
             raise UpstreamTimeout(f"{provider_name} did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -135,7 +137,7 @@ class HttpPool:
             async with self.session.request(method, url, **kwargs) as response:
                 if not 200 <= response.status < 300:
                     body = await _read_capped(response, MAX_BODY_BYTES, provider_name)
-                    reply = Reply(response.status, dict(response.headers), body)
+                    reply = Reply(response.status, CIMultiDict(response.headers), body)
                     raise (on_error or (lambda r: upstream_error(provider_name, r)))(reply)
                 async for event in _sse_events(response):
                     yield event
@@ -163,11 +165,14 @@ def upstream_error(
     message: str | None = None,
     refused: bool = False,
     out_of_credit: bool = False,
+    retry_after_s: float | None = None,
 ) -> UpstreamError:
     """The gateway error for an upstream's failed answer.
 
     The client never sees a provider key problem as its own 401: the operator's key being
-    rejected or out of credit is a 502 whose metadata says so.
+    rejected or out of credit is a 502 whose metadata says so. A 429 keeps the upstream's
+    wait as ``Retry-After``: from that header, from ``retry-after-ms``, or from
+    ``retry_after_s`` when a provider states it in its body.
     """
     status = reply.status
     detail = _clip(message or error_message(reply) or f"HTTP {status}")
@@ -181,7 +186,8 @@ def upstream_error(
         metadata["provider_key_rejected"] = True
         return UpstreamError(f"{provider_name} rejected the gateway's credentials", metadata=metadata)
     if status == 429:
-        headers = {"Retry-After": reply.headers["Retry-After"]} if "Retry-After" in reply.headers else {}
+        wait = _retry_after(reply.headers, retry_after_s)
+        headers = {"Retry-After": wait} if wait else {}
         return UpstreamRateLimited(f"{provider_name} is rate limiting: {detail}", metadata=metadata, headers=headers)
     if status in (408, 504):
         return UpstreamTimeout(f"{provider_name} timed out: {detail}", metadata=metadata)
@@ -280,6 +286,23 @@ async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
         scanned = len(buffer)
     if data:
         yield event, b"\n".join(data)
+
+
+def _retry_after(headers: Mapping[str, str], stated_s: float | None) -> str | None:
+    """Whole seconds to wait, as a ``Retry-After`` value, or None when nobody said."""
+    if value := headers.get("Retry-After"):
+        return value.strip()
+    for seconds in (_seconds(headers.get("retry-after-ms"), 1000), stated_s):
+        if seconds is not None and seconds >= 0:
+            return str(max(1, math.ceil(seconds)))
+    return None
+
+
+def _seconds(value: str | None, per_second: int) -> float | None:
+    try:
+        return None if value is None else float(value) / per_second
+    except ValueError:
+        return None
 
 
 def _connection_error(provider_name: str, exc: aiohttp.ClientError) -> UpstreamError:
