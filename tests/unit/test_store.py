@@ -121,14 +121,21 @@ def _full_record(**overrides) -> GenerationRecord:
 def test_upgrade_creates_schema_on_fresh_file_in_missing_directory(db_path: Path) -> None:
     assert not db_path.parent.exists()
     upgrade(_url(db_path))
-    assert _tables(db_path) == {"alembic_version", "api_keys", "generations"}
+    assert _tables(db_path) == {
+        "alembic_version", "accounts", "api_keys", "generations", "ledger", "reservations",
+    }
     assert {
         "ix_api_keys_hash",
         "ix_generations_key_id_created_at",
         "ix_generations_created_at",
+        "ix_generations_model_created_at",
+        "ix_ledger_generation_id",
+        "ix_ledger_key_id_created_at",
+        "ix_ledger_account_id_created_at",
+        "ix_reservations_expires_at",
     } <= _indexes(db_path)
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
 
 
 def test_upgrade_twice_is_idempotent(db_path: Path) -> None:

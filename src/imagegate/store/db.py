@@ -4,20 +4,28 @@
 ``journal_mode=WAL``, ``busy_timeout=5000`` and ``foreign_keys=ON``, and a missing parent
 directory of the database file is created. A URL without an async driver is given one
 (``sqlite://`` → ``sqlite+aiosqlite://``, ``postgresql://`` → ``postgresql+asyncpg://``).
+
+On SQLite, SQLAlchemy emits BEGIN itself instead of the sqlite3 driver (which only begins
+before DML, so a SELECT would run outside the transaction that then writes): plain
+``BEGIN`` normally, ``BEGIN IMMEDIATE`` on an engine from ``immediate(engine)``, which
+takes the write lock up front so that a read-check-write transaction cannot interleave
+with another writer. This is SQLAlchemy's documented recipe for pysqlite/aiosqlite.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///imagegate.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+_BEGIN_OPTION = "imagegate_sqlite_begin"
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -42,27 +50,50 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.fetchall()
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
+def _sqlite_on_connect(foreign_keys: bool) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_sqlite_begin)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.fetchall()
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cursor.close()
+
+    return on_connect
 
 
-def create_engine(database_url: str | URL = DEFAULT_DATABASE_URL, **kwargs: Any) -> AsyncEngine:
-    """An ``AsyncEngine`` for ``database_url``; ``kwargs`` go to ``create_async_engine``."""
+def _on_sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql(connection.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
+
+def create_engine(
+    database_url: str | URL = DEFAULT_DATABASE_URL, *, foreign_keys: bool = True, **kwargs: Any
+) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``database_url``; ``kwargs`` go to ``create_async_engine``.
+
+    ``foreign_keys=False`` turns SQLite's enforcement off (migrations need it: rebuilding a
+    referenced table with it on would run the ``ON DELETE`` actions of its referrers).
+    """
     url = async_url(database_url)
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = _create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys))
+        event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
     return engine
+
+
+def immediate(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` (same pool) whose SQLite transactions start with ``BEGIN IMMEDIATE``.
+
+    Elsewhere the option is ignored: PostgreSQL transactions lock rows as they go.
+    """
+    return engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

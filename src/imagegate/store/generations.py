@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.store.coltypes import as_utc, jsonable, to_decimal, utcnow
 from imagegate.store.models import Generation
+from imagegate.store.money import usd_to_nano
 
 STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -74,7 +75,7 @@ class GenerationRecord:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("usage", "applied", "images", "attempts"):
             values[name] = jsonable(values[name])
-        return Generation(**values)
+        return Generation(**values, cost_nano=usd_to_nano(self.cost_usd))
 
 
 class GenerationRepository:

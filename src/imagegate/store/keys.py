@@ -1,7 +1,8 @@
-"""API keys: issue, authenticate, list and revoke.
+"""API keys: issue, authenticate, look up, update, list and revoke.
 
 Only the sha256 of a secret is stored. Authentication hashes the presented secret and looks
 it up through the unique index on ``hash``, so no comparison of secrets happens in Python.
+A key is never deleted: revoking keeps it, and its history, in the database.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -23,7 +27,9 @@ from imagegate.store.ids import (
     label_for,
     new_secret,
 )
-from imagegate.store.models import ApiKey
+from imagegate.store.models import DEFAULT_ACCOUNT_ID, ApiKey
+from imagegate.store.money import nano_to_usd, usd_to_nano
+from imagegate.store.periods import check_limit_reset
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,15 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 MIN_HASH_PREFIX = 8
 _MAX_SECRET_LENGTH = 256
 _HEX = frozenset("0123456789abcdef")
+
+
+class Unset(Enum):
+    """Marks an ``update_key`` argument that was not given (``None`` clears a limit)."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +60,12 @@ class KeyRecord:
     revoked_at: datetime | None
     last_used_at: datetime | None
     is_management: bool
+    account_id: int
+    #: Spending cap per ``limit_reset`` period (all time without one); ``None``: no cap.
+    limit_usd: Decimal | None
+    limit_reset: str | None
+    disabled: bool
+    updated_at: datetime
 
     @property
     def active(self) -> bool:
@@ -61,6 +82,11 @@ class KeyRecord:
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
             is_management=row.is_management,
+            account_id=row.account_id,
+            limit_usd=None if row.limit_nano is None else nano_to_usd(row.limit_nano),
+            limit_reset=row.limit_reset,
+            disabled=row.disabled,
+            updated_at=row.updated_at,
         )
 
 
@@ -71,15 +97,26 @@ class KeyRepository:
         self._touched: dict[int, float] = {}
 
     async def create_key(
-        self, name: str = "", *, is_management: bool = False
+        self,
+        name: str = "",
+        *,
+        is_management: bool = False,
+        limit_usd: Decimal | int | str | None = None,
+        limit_reset: str | None = None,
+        account_id: int = DEFAULT_ACCOUNT_ID,
     ) -> tuple[str, KeyRecord]:
         secret = new_secret()
+        now = utcnow()
         row = ApiKey(
             hash=hash_secret(secret),
             label=label_for(secret),
             name=name,
-            created_at=utcnow(),
+            created_at=now,
+            updated_at=now,
             is_management=is_management,
+            account_id=account_id,
+            limit_nano=_limit_nano(limit_usd),
+            limit_reset=check_limit_reset(limit_reset),
         )
         async with self._sessionmaker.begin() as session:
             session.add(row)
@@ -136,6 +173,37 @@ class KeyRepository:
             query = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
             return int(await session.scalar(query) or 0)
 
+    async def get_key(self, ident: str | int) -> KeyRecord | None:
+        """The key named by ``ident``: its id, or any form ``revoke_key`` accepts."""
+        return await self._resolve_one(ident)
+
+    async def update_key(
+        self,
+        ident: str | int,
+        *,
+        name: str | Unset = UNSET,
+        disabled: bool | Unset = UNSET,
+        limit_usd: Decimal | int | str | None | Unset = UNSET,
+        limit_reset: str | None | Unset = UNSET,
+    ) -> KeyRecord | None:
+        """Change the given fields of the key named by ``ident``; ``None`` when none matches.
+
+        ``limit_usd=None`` / ``limit_reset=None`` remove the limit / its reset period.
+        """
+        values: dict[str, Any] = {}
+        if name is not UNSET:
+            values["name"] = name
+        if disabled is not UNSET:
+            values["disabled"] = disabled
+        if limit_usd is not UNSET:
+            values["limit_nano"] = _limit_nano(limit_usd)
+        if limit_reset is not UNSET:
+            values["limit_reset"] = check_limit_reset(limit_reset)
+        record = await self._resolve_one(ident)
+        if record is None or not values:
+            return record
+        return await self._update(record.id, values)
+
     async def revoke_key(self, ident: str) -> KeyRecord | None:
         """Revoke the key named by ``ident`` and return it (``None`` when nothing matches).
 
@@ -144,9 +212,28 @@ class KeyRepository:
         ones are preferred; if that still leaves more than one, ``ValueError`` is raised and
         nothing is revoked. Revoking a key already revoked returns it unchanged.
         """
+        record = await self._resolve_one(ident)
+        if record is None or not record.active:
+            return record
+        return await self._update(record.id, {"revoked_at": utcnow()}, ApiKey.revoked_at.is_(None))
+
+    async def _update(self, key_id: int, values: dict[str, Any], *conditions: Any) -> KeyRecord:
+        async with self._sessionmaker.begin() as session:
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, *conditions)
+                .values(**values, updated_at=utcnow())
+            )
+            row = await session.get(ApiKey, key_id, populate_existing=True)
+            assert row is not None
+            return KeyRecord.from_row(row)
+
+    async def _resolve_one(self, ident: str | int) -> KeyRecord | None:
+        if isinstance(ident, int):
+            async with self._sessionmaker() as session:
+                row = await session.get(ApiKey, ident)
+                return None if row is None else KeyRecord.from_row(row)
         matches = await self._resolve(ident.strip())
-        if not matches:
-            return None
         if len(matches) > 1:
             active = [m for m in matches if m.active]
             matches = active or matches
@@ -156,19 +243,7 @@ class KeyRepository:
                 f"{ident!r} matches {len(matches)} keys: {listing}; "
                 "give a longer hash prefix or the full hash"
             )
-        record = matches[0]
-        if not record.active:
-            return record
-        now = utcnow()
-        async with self._sessionmaker.begin() as session:
-            await session.execute(
-                update(ApiKey)
-                .where(ApiKey.id == record.id, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            row = await session.get(ApiKey, record.id, populate_existing=True)
-            assert row is not None
-            return KeyRecord.from_row(row)
+        return matches[0] if matches else None
 
     async def _resolve(self, ident: str) -> list[KeyRecord]:
         if is_secret_shaped(ident):
@@ -188,3 +263,12 @@ class KeyRepository:
         query = select(ApiKey).where(condition).order_by(ApiKey.created_at, ApiKey.id)
         async with self._sessionmaker() as session:
             return [KeyRecord.from_row(row) for row in await session.scalars(query)]
+
+
+def _limit_nano(limit_usd: Decimal | int | str | None) -> int | None:
+    if limit_usd is None:
+        return None
+    nano = usd_to_nano(limit_usd)
+    if nano < 0:
+        raise ValueError(f"a key limit cannot be negative, got {limit_usd!r}")
+    return nano

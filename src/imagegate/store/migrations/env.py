@@ -5,6 +5,14 @@ The database URL comes from ``config.attributes["database_url"]`` (set by
 ``$IMAGEGATE_DATABASE_URL``. Async URLs are fine: online migrations run through an async
 engine with ``connection.run_sync``. A caller may instead hand over an open sync
 ``Connection`` in ``config.attributes["connection"]``.
+
+SQLite's foreign-key enforcement is off while migrating: batch mode rebuilds a table by
+copy, drop and rename, and dropping a referenced table with enforcement on would run its
+referrers' ``ON DELETE SET NULL`` (Alembic's batch documentation asks for this).
+
+Several processes may start at once on one database: each migrates in one transaction
+that first takes a lock (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL),
+so the first one migrates and the others then find the schema up to date.
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from imagegate.store.db import DEFAULT_DATABASE_URL, async_url, create_engine
+from imagegate.store.db import DEFAULT_DATABASE_URL, async_url, create_engine, immediate
 from imagegate.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+#: pg_advisory_xact_lock key held while migrating ("imagegat" in ASCII).
+_MIGRATION_LOCK = 0x696D616765676174
 
 
 def _database_url() -> str:
@@ -58,10 +69,20 @@ def _run_sync(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _lock(connection: Connection) -> None:
+    """Begin the migration transaction holding the database's migration lock."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+    else:
+        connection.exec_driver_sql("SELECT 1")  # begins, and on SQLite that is IMMEDIATE
+
+
 async def _run_async() -> None:
-    engine = create_engine(_database_url(), poolclass=NullPool)
+    engine = create_engine(_database_url(), foreign_keys=False, poolclass=NullPool)
     try:
-        async with engine.connect() as connection:
+        async with immediate(engine).connect() as connection:
+            # Already in a transaction, Alembic runs every migration inside this one.
+            await connection.run_sync(_lock)
             await connection.run_sync(_run_sync)
             await connection.commit()
     finally:
