@@ -95,6 +95,8 @@ class ImageOut:
 class Finished:
     usage: dict[str, Any]
     attempt: Attempt  # the endpoint that answered
+    #: What was delivered: [{width, height, media_type, bytes, sha256}] per image.
+    images: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +272,7 @@ class Generation:
             usage = outcome.usage or _measured_usage(Usage(), images, self._references_for(attempt))
             outcome.usage = usage
             outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
-            await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt))
+            await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, images))
             return
 
     async def _run_attempt(self, attempt: Attempt) -> AsyncIterator[GatewayEvent | Usage]:

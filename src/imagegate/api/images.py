@@ -145,7 +145,8 @@ async def _buffered(generation: Generation, request: Request) -> Response:
             generation.created, ((img.b64, img.media_type) for img in images), finished.usage
         )
         generation.mark_delivered()
-        return Response(body, media_type="application/json", headers=_headers(generation, finished.attempt))
+        headers = _headers(generation, finished.attempt, finished.images)
+        return Response(body, media_type="application/json", headers=headers)
 
 
 async def _collect(generation: Generation) -> tuple[list[ImageOut], Finished]:
@@ -230,8 +231,11 @@ def _error_event(error: ImagegateError) -> bytes:
     })
 
 
-def _headers(generation: Generation, attempt: Attempt) -> dict[str, str]:
+def _headers(generation: Generation, attempt: Attempt, delivered: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """What was applied; the size is the delivered image's own when it is known."""
     applied = attempt.applied()
+    if delivered and delivered[0].get("width"):
+        applied["width"], applied["height"] = delivered[0]["width"], delivered[0]["height"]
     headers = {
         "X-Generation-Id": generation.id,
         "X-Provider-Name": attempt.endpoint.provider_name,
