@@ -28,7 +28,8 @@ REFERENCE = "data:image/png;base64," + base64.b64encode(synth(128, 96, "png")).d
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, Emulator]]]:
+    """All four emulators and one imagegate server configured against every provider."""
     import importlib
 
     servers = {name: EmulatorServer(Emulator(importlib.import_module(f"tests.emulators.{name}")))
@@ -48,10 +49,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "stability": {"api_key": "sk-test", "base_url": emus["stability"].url},
     }
     live, stop = start_server(folder, providers=providers)
-    yield live
+    yield live, emus
     stop()
     for server in servers.values():
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: tuple[LiveServer, dict[str, Emulator]]) -> LiveServer:
+    return stack[0]
 
 
 def cases() -> list[tuple[str, str, str, object]]:
@@ -153,3 +159,52 @@ def test_unconfigured_providers_are_not_listed(server: LiveServer) -> None:
     assert all(model.startswith("imagegate/") for model in listed)
 
 
+
+
+#: One endpoint per emulator family, pinned so the fault is not routed around.
+FAULT_TARGETS = {
+    "openai": ("openai/gpt-image-2", "openai"),
+    "google": ("google/gemini-3.1-flash-image", "google-ai-studio"),
+    "bfl": ("black-forest-labs/flux.2-pro", "black-forest-labs"),
+    "stability": ("stability-ai/stable-image-core", "stability"),
+}
+FAULTS = {
+    "rate_limit": 429,
+    "server_error": 502,
+    "overloaded": 529,
+    "bad_key": 502,
+    "timeout_status": 524,
+    "drop": 502,
+    "malformed": 502,
+}
+
+
+@pytest.mark.parametrize("family", FAULT_TARGETS)
+@pytest.mark.parametrize(("fault", "status"), FAULTS.items())
+def test_upstream_faults_give_the_documented_status_envelope_and_no_charge(
+    stack: tuple[LiveServer, dict[str, Emulator]], family: str, fault: str, status: int
+) -> None:
+    import time
+
+    live, emus = stack
+    model, slug = FAULT_TARGETS[family]
+    emus[family].fault(fault, times=1)
+    body = {"model": model, "prompt": "x", "provider": {"only": [slug], "allow_fallbacks": False}}
+    with live.client() as client:
+        response = client.post("/images", json=body, headers=live.auth())
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["code"] == status and error["message"]
+        assert "test-key" not in response.text and "Traceback" not in response.text
+        if fault == "rate_limit":
+            assert response.headers.get("retry-after") == "2"
+        if fault == "bad_key":
+            assert error["metadata"]["provider_key_rejected"] is True
+        generation_id = response.headers["x-generation-id"]
+        deadline = time.monotonic() + 5
+        while (record := client.get("/generation", params={"id": generation_id}, headers=live.auth())).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    data = record.json()["data"]
+    assert data["status"] == "failed" and data["total_cost"] == 0 and data["num_media_completion"] == 0
+    emus[family].clear()
