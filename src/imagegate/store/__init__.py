@@ -140,15 +140,15 @@ class Store:
     async def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
         return await self._keys.list_keys(include_revoked=include_revoked)
 
-    async def revoke_key(self, ident: str) -> KeyRecord | None:
-        """Revoke by full hash, hash prefix (≥ 8 chars), label or secret.
+    async def revoke_key(self, ident: str | int) -> KeyRecord | None:
+        """Revoke by id, full hash, hash prefix (≥ 8 chars), label or secret.
 
         ``None`` when nothing matches; ``ValueError`` when ``ident`` is ambiguous or a too
         short prefix. See ``KeyRepository.revoke_key``.
         """
         return await self._keys.revoke_key(ident)
 
-    async def delete_key(self, ident: str) -> KeyRecord | None:
+    async def delete_key(self, ident: str | int) -> KeyRecord | None:
         """Delete as the API means it: revoke, keeping the key's history and usage."""
         return await self._keys.revoke_key(ident)
 

@@ -204,13 +204,14 @@ class KeyRepository:
             return record
         return await self._update(record.id, values)
 
-    async def revoke_key(self, ident: str) -> KeyRecord | None:
+    async def revoke_key(self, ident: str | int) -> KeyRecord | None:
         """Revoke the key named by ``ident`` and return it (``None`` when nothing matches).
 
-        ``ident`` is the full hash, a hash prefix of at least 8 hex characters, the label
-        (``sk-ig-v1-abc...xyz``) or the secret itself. When several keys match, the active
-        ones are preferred; if that still leaves more than one, ``ValueError`` is raised and
-        nothing is revoked. Revoking a key already revoked returns it unchanged.
+        ``ident`` is the key's id, the full hash, a hash prefix of at least 8 hex
+        characters, the label (``sk-ig-v1-abc...xyz``) or the secret itself. When several
+        keys match, the active ones are preferred; if that still leaves more than one,
+        ``ValueError`` is raised and nothing is revoked. Revoking a key already revoked
+        returns it unchanged.
         """
         record = await self._resolve_one(ident)
         if record is None or not record.active:

@@ -1,0 +1,297 @@
+"""Reserve, settle, release: money held for a generation while it runs.
+
+Before calling a provider the gateway reserves the request's worst-case cost; the
+reservation is admitted only if the key's limit and the account's balance can both cover
+it after what is already reserved by other requests in flight. Afterwards it settles the
+actual cost (charged, at most the reservation; the rest is released) or releases it all
+(failed or cancelled: nothing is charged). Reservations left by a crashed process expire
+and ``reap_expired`` releases them.
+
+Each of these is one transaction (see ``tx.py`` for how SQLite and PostgreSQL keep them
+apart). A key's limit is checked against ledger charges read *after* the key row is
+locked: every charge is booked by a transaction that holds that lock, so the read sees
+all of them (on PostgreSQL each statement of a READ COMMITTED transaction reads afresh).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from imagegate.store import tx
+from imagegate.store.accounts import book, key_spent
+from imagegate.store.coltypes import to_decimal, utcnow
+from imagegate.store.errors import (
+    ACCOUNT_CREDITS,
+    KEY_LIMIT,
+    KeyDisabled,
+    LimitExceeded,
+)
+from imagegate.store.models import Account, ApiKey, LedgerEntry, Reservation
+from imagegate.store.money import nano_to_usd, usd_to_nano
+from imagegate.store.periods import period_start
+
+log = logging.getLogger(__name__)
+
+#: How long a reaped reservation is kept so that a late settle still finds whom to charge.
+REAPED_KEPT = timedelta(days=7)
+
+_accounts = Account.__table__
+_keys = ApiKey.__table__
+_ledger = LedgerEntry.__table__
+_reservations = Reservation.__table__
+
+
+class ReservationRepository:
+    def __init__(self, engine: AsyncEngine, writer: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = writer
+
+    async def reserve(
+        self,
+        *,
+        key_id: int,
+        generation_id: str,
+        amount_usd: Decimal | int | str,
+        ttl_s: float,
+        now: datetime | None = None,
+    ) -> None:
+        """Hold ``amount_usd`` (rounded up to the nano) for ``generation_id`` for ``ttl_s``.
+
+        Raises ``LimitExceeded`` (nothing held) when the key's limit or the account's
+        balance cannot cover it, ``KeyDisabled`` for a disabled or revoked key,
+        ``LookupError`` for an unknown key.
+        """
+        needed = to_decimal(amount_usd)
+        amount = usd_to_nano(needed, round_up=True)
+        if amount < 0:
+            raise ValueError(f"a reservation cannot be negative, got {amount_usd!r}")
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s!r}")
+
+        async def work(conn: AsyncConnection) -> None:
+            at = now or utcnow()
+            key = (
+                await conn.execute(
+                    select(_keys).where(_keys.c.id == key_id).with_for_update()
+                )
+            ).one_or_none()
+            if key is None:
+                raise LookupError(f"no key with id {key_id}")
+            if key.disabled or key.revoked_at is not None:
+                raise KeyDisabled(f"API key {key.label} is disabled")
+            if key.limit_nano is not None:
+                spent = await key_spent(conn, key_id, period_start(key.limit_reset, at))
+                available = key.limit_nano - spent - key.reserved_nano
+                if amount > available:
+                    raise LimitExceeded(KEY_LIMIT, needed, nano_to_usd(max(available, 0)))
+            # Re-checked under the row lock, so concurrent reservations cannot overdraw.
+            held = await conn.execute(
+                update(_accounts)
+                .where(
+                    _accounts.c.id == key.account_id,
+                    (_accounts.c.balance_nano.is_(None))
+                    | (_accounts.c.balance_nano - _accounts.c.reserved_nano >= amount),
+                )
+                .values(reserved_nano=_accounts.c.reserved_nano + amount)
+            )
+            if held.rowcount != 1:
+                account = (
+                    await conn.execute(
+                        select(_accounts.c.balance_nano, _accounts.c.reserved_nano).where(
+                            _accounts.c.id == key.account_id
+                        )
+                    )
+                ).one()
+                available = account.balance_nano - account.reserved_nano
+                raise LimitExceeded(ACCOUNT_CREDITS, needed, nano_to_usd(max(available, 0)))
+            await conn.execute(
+                update(_keys)
+                .where(_keys.c.id == key_id)
+                .values(reserved_nano=_keys.c.reserved_nano + amount)
+            )
+            await conn.execute(
+                insert(_reservations).values(
+                    generation_id=generation_id,
+                    account_id=key.account_id,
+                    key_id=key_id,
+                    amount_nano=amount,
+                    created_at=at,
+                    expires_at=at + timedelta(seconds=ttl_s),
+                )
+            )
+
+        await tx.write(self._writer, work)
+
+    async def settle(
+        self,
+        generation_id: str,
+        actual_usd: Decimal | int | str,
+        *,
+        now: datetime | None = None,
+    ) -> Decimal:
+        """Charge ``actual_usd`` for the generation and release the rest of its reservation.
+
+        Returns the USD charged: ``actual_usd`` rounded half-up to the nano, but at most
+        the reservation (a larger actual cost is a pricing bug and is logged) and at most
+        the balance (a reservation reaped before this late settle no longer holds money).
+        Settling again charges nothing and returns what was charged the first time.
+        ``LookupError`` when the generation was never reserved (or was released).
+        """
+        actual = usd_to_nano(actual_usd)
+        if actual < 0:
+            raise ValueError(f"a cost cannot be negative, got {actual_usd!r}")
+
+        async def work(conn: AsyncConnection) -> int:
+            at = now or utcnow()
+            held = await _take(conn, generation_id)
+            if held is None:
+                charged = await conn.scalar(
+                    select(_ledger.c.amount_nano).where(_ledger.c.generation_id == generation_id)
+                )
+                if charged is None:
+                    raise LookupError(f"no reservation for generation {generation_id}")
+                return -charged
+            charge = min(actual, held.amount_nano)
+            if actual > held.amount_nano:
+                log.warning(
+                    "generation %s cost %s USD, more than its reservation of %s USD; "
+                    "charging the reservation",
+                    generation_id, nano_to_usd(actual), nano_to_usd(held.amount_nano),
+                )
+            released = 0 if held.reaped_at is not None else held.amount_nano
+            await _release_key(conn, held.key_id, released)
+            balance = await conn.scalar(
+                select(_accounts.c.balance_nano)
+                .where(_accounts.c.id == held.account_id)
+                .with_for_update()
+            )
+            if balance is not None and charge > balance:
+                log.warning(
+                    "generation %s: charge of %s USD capped at the balance of %s USD",
+                    generation_id, nano_to_usd(charge), nano_to_usd(balance),
+                )
+                charge = balance
+            await conn.execute(
+                update(_accounts)
+                .where(_accounts.c.id == held.account_id)
+                .values(
+                    reserved_nano=_accounts.c.reserved_nano - released,
+                    balance_nano=_accounts.c.balance_nano - charge,  # NULL stays NULL
+                )
+            )
+            await book(
+                conn, held.account_id, "charge", -charge, at, "",
+                key_id=held.key_id, generation_id=generation_id,
+            )
+            return charge
+
+        return nano_to_usd(await tx.write(self._writer, work))
+
+    async def release(self, generation_id: str) -> None:
+        """Release the generation's reservation, charging nothing; a no-op when none."""
+
+        async def work(conn: AsyncConnection) -> None:
+            held = await _take(conn, generation_id)
+            if held is not None and held.reaped_at is None:
+                await _release(conn, held.key_id, held.account_id, held.amount_nano)
+
+        await tx.write(self._writer, work)
+
+    async def reap_expired(self, now: datetime | None = None) -> int:
+        """Release reservations past their expiry; returns how many this call released.
+
+        Safe to run from several processes at once: each reservation is released by
+        whichever gets to it first. Reaped reservations older than ``REAPED_KEPT`` are
+        dropped.
+        """
+        at = now or utcnow()
+        async with self._engine.connect() as conn:
+            expired = list(
+                await conn.scalars(
+                    select(_reservations.c.generation_id).where(
+                        _reservations.c.reaped_at.is_(None), _reservations.c.expires_at <= at
+                    )
+                )
+            )
+
+        async def reap(conn: AsyncConnection, generation_id: str) -> int:
+            held = (
+                await conn.execute(
+                    update(_reservations)
+                    .where(
+                        _reservations.c.generation_id == generation_id,
+                        _reservations.c.reaped_at.is_(None),
+                        _reservations.c.expires_at <= at,
+                    )
+                    .values(reaped_at=at)
+                    .returning(
+                        _reservations.c.key_id,
+                        _reservations.c.account_id,
+                        _reservations.c.amount_nano,
+                    )
+                )
+            ).one_or_none()
+            if held is None:
+                return 0
+            log.warning(
+                "reservation for generation %s expired unsettled; released %s USD",
+                generation_id, nano_to_usd(held.amount_nano),
+            )
+            await _release(conn, held.key_id, held.account_id, held.amount_nano)
+            return 1
+
+        reaped = 0
+        for generation_id in expired:
+            reaped += await tx.write(self._writer, partial(reap, generation_id=generation_id))
+
+        async def purge(conn: AsyncConnection) -> None:
+            await conn.execute(
+                delete(_reservations).where(
+                    _reservations.c.reaped_at.is_not(None),
+                    _reservations.c.expires_at < at - REAPED_KEPT,
+                )
+            )
+
+        await tx.write(self._writer, purge)
+        return reaped
+
+
+async def _take(conn: AsyncConnection, generation_id: str) -> Any:
+    """Lock and delete the generation's reservation; its row, or ``None`` when none."""
+    held = (
+        await conn.execute(
+            select(_reservations)
+            .where(_reservations.c.generation_id == generation_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if held is not None:
+        await conn.execute(
+            delete(_reservations).where(_reservations.c.generation_id == generation_id)
+        )
+    return held
+
+
+async def _release_key(conn: AsyncConnection, key_id: int, amount: int) -> None:
+    # Runs even for 0: it takes the key's row lock before a charge is booked (see above).
+    await conn.execute(
+        update(_keys)
+        .where(_keys.c.id == key_id)
+        .values(reserved_nano=_keys.c.reserved_nano - amount)
+    )
+
+
+async def _release(conn: AsyncConnection, key_id: int, account_id: int, amount: int) -> None:
+    await _release_key(conn, key_id, amount)
+    await conn.execute(
+        update(_accounts)
+        .where(_accounts.c.id == account_id)
+        .values(reserved_nano=_accounts.c.reserved_nano - amount)
+    )

@@ -1,0 +1,892 @@
+"""Accounts, key limits, reservations, the ledger and activity, on real databases.
+
+Every test that touches a database runs on a SQLite file and on PostgreSQL. PostgreSQL is
+``$IMAGEGATE_TEST_POSTGRES_URL`` when set (a role that may CREATE DATABASE: each test gets
+a database of its own), else a throwaway cluster this module starts with ``initdb`` and
+``pg_ctl`` (found on PATH or under /usr/lib/postgresql/*/bin; as root it runs them as
+the ``postgres`` user). Without either, or without asyncpg, the PostgreSQL cases skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from imagegate.store import (
+    ACCOUNT_CREDITS,
+    KEY_LIMIT,
+    GenerationRecord,
+    KeyDisabled,
+    LimitExceeded,
+    Store,
+    new_generation_id,
+)
+from imagegate.store.accounts import UNMETERED_USAGE_NOTE
+from imagegate.store.db import create_engine
+from imagegate.store.migrate import downgrade, upgrade
+from imagegate.store.models import Base, LedgerEntry, Reservation
+from imagegate.store.money import nano_to_usd, usd_to_nano
+from imagegate.store.periods import period_start
+
+D = Decimal
+POSTGRES_URL_ENV = "IMAGEGATE_TEST_POSTGRES_URL"
+
+
+# --- databases: a SQLite file, and a PostgreSQL database per test ---
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str | None:
+    installed = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    return next((path for path in (shutil.which(name), *installed) if path), None)
+
+
+class _Cluster:
+    """A throwaway PostgreSQL cluster in a temp dir on a random port (trust auth)."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            raise FileNotFoundError("initdb/pg_ctl not found")
+        self.pg_ctl = pg_ctl
+        # initdb refuses to run as root; run the cluster as the postgres user then.
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.dir = Path(tempfile.mkdtemp(prefix="imagegate-pg-"))
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        self.port = _free_port()
+        self._run(initdb, "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")
+        self._run(pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w",
+                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                  "-c fsync=off -c max_connections=300", "start")
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        try:
+            self._run(self.pg_ctl, "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg")
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    try:
+        cluster = _Cluster()
+    except (FileNotFoundError, KeyError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_URL_ENV} or install initdb/pg_ctl ({exc})")
+    yield cluster.url
+    cluster.stop()
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _admin_blocking(admin_url: str, statement: str) -> None:
+    # Its own thread and loop: first requested from inside an async fixture.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _admin(admin_url, statement)).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin_url: str) -> Iterator[str]:
+    """A migrated database to copy: much faster than migrating one per test."""
+    name = f"imagegate_template_{uuid.uuid4().hex[:12]}"
+    _admin_blocking(postgres_admin_url, f'CREATE DATABASE "{name}"')
+    upgrade(make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False))
+    yield name
+    _admin_blocking(postgres_admin_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+async def _new_database(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, *, migrated: bool
+) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
+        if migrated:
+            upgrade(url)
+        yield url
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    template = f' TEMPLATE "{request.getfixturevalue("postgres_template")}"' if migrated else ""
+    name = f"imagegate_test_{uuid.uuid4().hex[:12]}"
+    await _admin(admin, f'CREATE DATABASE "{name}"{template}')
+    yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def database_url(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> AsyncIterator[str]:
+    """An empty database on each backend."""
+    async for url in _new_database(request, backend, tmp_path, migrated=False):
+        yield url
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def store(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> AsyncIterator[Store]:
+    """A ``Store`` on a migrated database on each backend."""
+    async for url in _new_database(request, backend, tmp_path, migrated=True):
+        store = Store(url)
+        yield store
+        await store.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def key(store: Store):
+    return (await store.create_key("k"))[1]
+
+
+async def _audit(store: Store, account_id: int = 1) -> None:
+    """The invariants: balance = ledger sum ≥ 0; reserved = sum of live reservations."""
+    account = await store.get_account(account_id)
+    async with store.engine.connect() as conn:
+        live = await conn.scalar(
+            select(func.coalesce(func.sum(Reservation.amount_nano), 0)).where(
+                Reservation.account_id == account_id, Reservation.reaped_at.is_(None)
+            )
+        )
+    assert account.reserved_usd == nano_to_usd(int(live))
+    if account.metered:
+        assert account.balance_usd == await store.ledger_total(account_id)
+        assert account.balance_usd >= 0
+        assert account.total_credits_usd - account.total_usage_usd == account.balance_usd
+
+
+async def _reserve(store: Store, key_id: int, amount: str, **kwargs) -> str:
+    generation_id = new_generation_id()
+    await store.reserve(
+        key_id=key_id, generation_id=generation_id, amount_usd=D(amount),
+        ttl_s=kwargs.pop("ttl_s", 600), **kwargs,
+    )
+    return generation_id
+
+
+# --- money helpers and periods (pure) ---
+
+
+def test_reservations_round_up_and_charges_round_half_up_to_the_nano() -> None:
+    assert usd_to_nano(D("0.0000000011"), round_up=True) == 2
+    assert usd_to_nano(D("0.0000000011")) == 1
+    assert usd_to_nano(D("0.0000000015")) == 2
+    assert usd_to_nano(D("0.0000000014999")) == 1
+    assert usd_to_nano("0.04") == 40_000_000
+    assert nano_to_usd(40_000_000) == D("0.04")
+    assert nano_to_usd(123_456_789_012_345_678) == D("123456789.012345678")
+    assert nano_to_usd(0) == 0
+
+
+def test_limit_periods_are_utc_calendar_day_iso_week_and_month() -> None:
+    now = datetime(2025, 3, 5, 23, 30, tzinfo=timezone(timedelta(hours=-2)))  # Thu 01:30 UTC
+    assert period_start(None, now) is None
+    assert period_start("daily", now) == datetime(2025, 3, 6, tzinfo=UTC)
+    assert period_start("weekly", now) == datetime(2025, 3, 3, tzinfo=UTC)  # Monday
+    assert period_start("monthly", now) == datetime(2025, 3, 1, tzinfo=UTC)
+    assert period_start("weekly", datetime(2025, 3, 2, 23, 59, tzinfo=UTC)) == datetime(
+        2025, 2, 24, tzinfo=UTC
+    )
+
+
+# --- migrations ---
+
+
+async def _raw(url: str, *statements: str, **params) -> list:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = None
+            for statement in statements:
+                result = await conn.execute(text(statement), params)
+            return list(result.all()) if result is not None and result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_to_0002_puts_existing_keys_in_the_unmetered_default_account(
+    database_url: str,
+) -> None:
+    upgrade(database_url, "0001")
+    await _raw(
+        database_url,
+        "INSERT INTO api_keys (hash, label, name, created_at, is_management) "
+        "VALUES (:h, 'sk-ig-v1-aaa...bbb', 'old', :t, false)",
+        "INSERT INTO generations (id, key_id, model, provider_name, status, http_status, "
+        "streamed, cancelled, created_at, cost_usd, num_images, num_references, usage, "
+        "applied, images, attempts) VALUES ('gen-img-1-a', 1, 'm', 'p', 'succeeded', 200, "
+        "false, false, :t, '0.0030065', 1, 0, '{}', '{}', '[]', '[]')",
+        t=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        h="ab" * 32,
+    )
+    upgrade(database_url)
+    store = Store(database_url)
+    try:
+        account = await store.get_account()
+        assert (account.id, account.name, account.metered) == (1, "default", False)
+        old = await store.get_key("ab" * 32)
+        assert old is not None and old.account_id == 1 and old.name == "old"
+        assert old.limit_usd is None and old.limit_reset is None and not old.disabled
+        assert old.updated_at == old.created_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+        [cost_nano] = await _raw(database_url, "SELECT cost_nano FROM generations")
+        assert cost_nano == (3_006_500,)
+        _, new = await store.create_key("new")
+        assert new.account_id == 1
+    finally:
+        await store.close()
+    # PostgreSQL's id sequence is in step with the seeded account
+    await _raw(database_url, "INSERT INTO accounts (name, created_at) VALUES ('b', :t)",
+               t=datetime.now(UTC))
+    assert await _raw(database_url, "SELECT id, name FROM accounts ORDER BY id") == [
+        (1, "default"), (2, "b")
+    ]
+
+
+async def test_downgrade_from_0002_keeps_keys_and_generations(database_url: str) -> None:
+    upgrade(database_url)
+    store = Store(database_url)
+    try:
+        secret, key = await store.create_key("k", limit_usd=D(1), limit_reset="daily")
+        await store.add_credits(D(5))
+        generation_id = await _reserve(store, key.id, "0.5")
+        await store.settle(generation_id, D("0.25"))
+        await store.record_generation(
+            GenerationRecord(id=generation_id, model="m", key_id=key.id, cost_usd=D("0.25"))
+        )
+    finally:
+        await store.close()
+    downgrade(database_url, "0001")
+    rows = await _raw(database_url, "SELECT g.id, g.key_id, k.hash FROM generations g "
+                      "JOIN api_keys k ON k.id = g.key_id")
+    assert rows == [(generation_id, key.id, key.hash)]
+    upgrade(database_url)
+    store = Store(database_url)
+    try:
+        again = await store.authenticate(secret)
+        assert again is not None and again.limit_usd is None and again.account_id == 1
+        assert (await store.get_account()).metered is False
+    finally:
+        await store.close()
+
+
+async def test_models_match_the_migrated_schema_on_each_backend(database_url: str) -> None:
+    upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_processes_starting_at_once_migrate_the_database_once(database_url: str) -> None:
+    script = "import sys; from imagegate.store.migrate import upgrade; upgrade(sys.argv[1])"
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, database_url, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    errors = [(await process.communicate())[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, errors
+    assert await _raw(database_url, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert await _raw(database_url, "SELECT id, name FROM accounts") == [(1, "default")]
+
+
+# --- accounts and credits ---
+
+
+async def test_fresh_install_is_unmetered_and_never_refuses(store: Store, key) -> None:
+    account = await store.get_account()
+    assert account.balance_usd is None and not account.metered
+    generation_id = await _reserve(store, key.id, "1000000")
+    assert (await store.get_account()).reserved_usd == D(1000000)
+    assert await store.settle(generation_id, D("0.04")) == D("0.04")
+    account = await store.get_account()
+    assert account.balance_usd is None
+    assert account.total_usage_usd == D("0.04") and account.reserved_usd == 0
+    assert (await store.key_usage(key.id)).usage == D("0.04")
+    await _audit(store)
+
+
+async def test_add_credits_meters_the_account_and_books_a_credit(store: Store) -> None:
+    account = await store.add_credits(D("10.5"), note="invoice 1")
+    assert account.metered and account.balance_usd == D("10.5")
+    assert account.total_credits_usd == D("10.5") and account.total_usage_usd == 0
+    account = await store.add_credits("0.000000001")
+    assert account.balance_usd == D("10.500000001")
+    async with store.engine.connect() as conn:
+        notes = list(await conn.scalars(select(LedgerEntry.note).order_by(LedgerEntry.id)))
+    assert notes == ["invoice 1", ""]
+    await _audit(store)
+
+
+@pytest.mark.parametrize("amount", ["0", "-1", "0.0000000004", "NaN"])
+async def test_add_credits_refuses_amounts_that_are_not_positive(
+    store: Store, amount: str
+) -> None:
+    with pytest.raises(ValueError):
+        await store.add_credits(amount)
+    assert not (await store.get_account()).metered
+
+
+async def test_first_top_up_after_unmetered_usage_starts_the_balance_at_the_top_up(
+    store: Store, key
+) -> None:
+    await store.settle(await _reserve(store, key.id, "1"), D("0.3"))
+    account = await store.add_credits(D(10))
+    assert account.balance_usd == D(10)
+    assert account.total_usage_usd == D("0.3")
+    assert account.total_credits_usd == D("10.3")  # the usage while unmetered, written off
+    async with store.engine.connect() as conn:
+        notes = list(await conn.scalars(select(LedgerEntry.note).where(
+            LedgerEntry.kind == "credit").order_by(LedgerEntry.id)))
+    assert notes == [UNMETERED_USAGE_NOTE, ""]
+    await _audit(store)
+
+
+# --- reserve, settle, release ---
+
+
+async def test_reserve_settle_and_release_are_exact_to_the_nano(store: Store, key) -> None:
+    await store.add_credits(D("1"))
+    a = await _reserve(store, key.id, "0.3333333331")  # rounds up to 0.333333334
+    b = await _reserve(store, key.id, "0.2")
+    account = await store.get_account()
+    assert account.reserved_usd == D("0.533333334") and account.balance_usd == 1
+    assert await store.settle(a, D("0.1234567895")) == D("0.123456790")  # half-up
+    await store.release(b)
+    account = await store.get_account()
+    assert account.balance_usd == D("0.87654321")
+    assert account.reserved_usd == 0 and account.total_usage_usd == D("0.12345679")
+    assert (await store.key_usage(key.id)).reserved == 0
+    await _audit(store)
+
+
+async def test_reservations_in_flight_count_against_the_balance(store: Store, key) -> None:
+    await store.add_credits(D("1"))
+    await _reserve(store, key.id, "0.6")
+    with pytest.raises(LimitExceeded) as caught:
+        await _reserve(store, key.id, "0.5")
+    error = caught.value
+    assert (error.source, error.needed_usd, error.available_usd) == (
+        ACCOUNT_CREDITS, D("0.5"), D("0.4")
+    )
+    assert error.status == 402
+    assert error.envelope()["error"]["metadata"]["limit_source"] == "openrouter_credits"
+    await _reserve(store, key.id, "0.4")
+    assert (await store.get_account()).reserved_usd == 1
+    await _audit(store)
+
+
+async def test_settle_charges_at_most_the_reservation_and_warns(
+    store: Store, key, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.add_credits(D(1))
+    generation_id = await _reserve(store, key.id, "0.1")
+    with caplog.at_level(logging.WARNING, logger="imagegate.store.reservations"):
+        assert await store.settle(generation_id, D("0.25")) == D("0.1")
+    assert "more than its reservation" in caplog.text
+    assert (await store.get_account()).balance_usd == D("0.9")
+    await _audit(store)
+
+
+async def test_settle_twice_charges_once_and_returns_the_same_amount(store: Store, key) -> None:
+    await store.add_credits(D(1))
+    generation_id = await _reserve(store, key.id, "0.5")
+    assert await store.settle(generation_id, D("0.2")) == D("0.2")
+    assert await store.settle(generation_id, D("0.4")) == D("0.2")
+    assert (await store.get_account()).balance_usd == D("0.8")
+    await _audit(store)
+
+
+async def test_concurrent_settles_of_one_generation_charge_once(store: Store, key) -> None:
+    await store.add_credits(D(1))
+    generation_id = await _reserve(store, key.id, "0.5")
+    others = [Store(str(store.engine.url.render_as_string(hide_password=False)))
+              for _ in range(3)]
+    try:
+        charged = await asyncio.gather(
+            *(s.settle(generation_id, D("0.2")) for s in [store, *others] for _ in range(5))
+        )
+    finally:
+        await asyncio.gather(*(s.close() for s in others))
+    assert set(charged) == {D("0.2")}
+    assert (await store.get_account()).balance_usd == D("0.8")
+    await _audit(store)
+
+
+async def test_release_charges_nothing_and_is_idempotent(store: Store, key) -> None:
+    await store.add_credits(D(1))
+    generation_id = await _reserve(store, key.id, "0.5")
+    await store.release(generation_id)
+    await store.release(generation_id)
+    await store.release("gen-img-0-neverreserved000000000")
+    account = await store.get_account()
+    assert account.balance_usd == 1 and account.reserved_usd == 0
+    assert account.total_usage_usd == 0
+    with pytest.raises(LookupError):
+        await store.settle(generation_id, D("0.1"))
+    await _audit(store)
+
+
+async def test_settling_a_generation_never_reserved_raises_lookup_error(store: Store) -> None:
+    with pytest.raises(LookupError):
+        await store.settle("gen-img-0-neverreserved000000000", D("0.1"))
+
+
+async def test_disabled_or_revoked_key_cannot_reserve(store: Store, key) -> None:
+    await store.update_key(key.id, disabled=True)
+    with pytest.raises(KeyDisabled) as caught:
+        await _reserve(store, key.id, "0.1")
+    assert caught.value.status == 403
+    await store.update_key(key.id, disabled=False)
+    await _reserve(store, key.id, "0.1")
+    await store.delete_key(key.hash)
+    with pytest.raises(KeyDisabled):
+        await _reserve(store, key.id, "0.1")
+    assert (await store.get_account()).reserved_usd == D("0.1")
+
+
+async def test_unknown_key_cannot_reserve(store: Store) -> None:
+    with pytest.raises(LookupError):
+        await _reserve(store, 999, "0.1")
+
+
+async def test_reserve_refuses_negative_amounts_and_ttl(store: Store, key) -> None:
+    with pytest.raises(ValueError):
+        await _reserve(store, key.id, "-0.1")
+    with pytest.raises(ValueError):
+        await _reserve(store, key.id, "0.1", ttl_s=0)
+
+
+# --- concurrency: exactly as many reservations as the money covers ---
+
+
+async def _race(stores: list[Store], key_id: int, attempts: int, amount: str) -> list:
+    async def attempt(i: int) -> str | None:
+        try:
+            return await _reserve(stores[i % len(stores)], key_id, amount)
+        except LimitExceeded as exc:
+            return exc.source
+
+    return await asyncio.gather(*(attempt(i) for i in range(attempts)))
+
+
+async def _settle_all(store: Store, outcomes: list, cost: str) -> list[str]:
+    admitted = [o for o in outcomes if o.startswith("gen-img-")]
+    for generation_id in admitted:
+        assert await store.settle(generation_id, D(cost)) == D(cost)
+    return admitted
+
+
+@pytest.mark.parametrize("pools", [1, 4])
+async def test_200_concurrent_reservations_on_credit_for_10_admit_exactly_10(
+    store: Store, key, pools: int
+) -> None:
+    await store.add_credits(D("0.4"))
+    url = store.engine.url.render_as_string(hide_password=False)
+    stores = [store] + [Store(url) for _ in range(pools - 1)]
+    try:
+        outcomes = await _race(stores, key.id, 200, "0.04")
+    finally:
+        await asyncio.gather(*(s.close() for s in stores[1:]))
+    assert outcomes.count(ACCOUNT_CREDITS) == 190
+    assert len(await _settle_all(store, outcomes, "0.04")) == 10
+    account = await store.get_account()
+    assert account.balance_usd == 0 and account.reserved_usd == 0
+    assert await store.ledger_total() == 0
+    await _audit(store)
+
+
+async def test_200_concurrent_reservations_on_a_key_limit_for_10_admit_exactly_10(
+    store: Store,
+) -> None:
+    _, key = await store.create_key("capped", limit_usd=D("0.4"), limit_reset="daily")
+    url = store.engine.url.render_as_string(hide_password=False)
+    stores = [store] + [Store(url) for _ in range(3)]
+    try:
+        outcomes = await _race(stores, key.id, 200, "0.04")
+    finally:
+        await asyncio.gather(*(s.close() for s in stores[1:]))
+    assert outcomes.count(KEY_LIMIT) == 190
+    await _settle_all(store, outcomes, "0.03")
+    usage = await store.key_usage(key.id)
+    assert usage.usage_daily == D("0.3") and usage.limit_remaining == D("0.1")
+    await _audit(store)
+
+
+_PROCESS_SCRIPT = """
+import asyncio, sys
+from decimal import Decimal
+from imagegate.store import LimitExceeded, Store, new_generation_id
+
+async def main(url, key_id, attempts):
+    store = Store(url)
+    await store.get_account()  # connected: now wait for the start signal
+    print("ready", flush=True)
+    sys.stdin.readline()
+    async def one():
+        try:
+            await store.reserve(key_id=key_id, generation_id=new_generation_id(),
+                                amount_usd=Decimal("0.04"), ttl_s=600)
+            return 1
+        except LimitExceeded:
+            return 0
+    print(sum(await asyncio.gather(*(one() for _ in range(attempts)))), flush=True)
+    await store.close()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+async def test_4_processes_reserving_at_once_admit_exactly_what_the_credit_covers(
+    store: Store, key
+) -> None:
+    await store.add_credits(D("0.4"))
+    url = store.engine.url.render_as_string(hide_password=False)
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PROCESS_SCRIPT, url, str(key.id), "50",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    for process in processes:
+        assert await process.stdout.readline() == b"ready\n"
+    for process in processes:
+        process.stdin.write(b"go\n")
+    results = [await process.communicate() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4
+    assert sum(int(out) for out, _ in results) == 10
+    account = await store.get_account()
+    assert account.reserved_usd == D("0.4") and account.balance_usd == D("0.4")
+    await _audit(store)
+
+
+# --- key limits and their periods ---
+
+
+async def test_key_limit_without_reset_caps_all_time_spending(store: Store) -> None:
+    _, key = await store.create_key("k", limit_usd=D("0.1"))
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    await store.settle(await _reserve(store, key.id, "0.08", now=long_ago), D("0.08"),
+                       now=long_ago)
+    with pytest.raises(LimitExceeded) as caught:
+        await _reserve(store, key.id, "0.03")
+    assert (caught.value.source, caught.value.available_usd) == (KEY_LIMIT, D("0.02"))
+    await _reserve(store, key.id, "0.02")
+
+
+async def test_key_limit_refusal_leaves_nothing_reserved(store: Store) -> None:
+    _, key = await store.create_key("k", limit_usd=D("0.1"))
+    await store.add_credits(D(1))
+    with pytest.raises(LimitExceeded):
+        await _reserve(store, key.id, "0.2")
+    assert (await store.get_account()).reserved_usd == 0
+    assert (await store.key_usage(key.id)).reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("reset", "spent_at", "still_same_period", "next_period"),
+    [
+        ("daily", datetime(2025, 3, 4, 23, 59, tzinfo=UTC),
+         datetime(2025, 3, 4, 23, 59, 59, tzinfo=UTC), datetime(2025, 3, 5, tzinfo=UTC)),
+        ("weekly", datetime(2025, 3, 3, 0, 0, tzinfo=UTC),  # a Monday
+         datetime(2025, 3, 9, 23, 59, 59, tzinfo=UTC), datetime(2025, 3, 10, tzinfo=UTC)),
+        ("monthly", datetime(2025, 1, 1, tzinfo=UTC),
+         datetime(2025, 1, 31, 23, 59, 59, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)),
+    ],
+)
+async def test_key_limit_resets_at_the_start_of_the_next_utc_period(
+    store: Store, reset: str, spent_at: datetime, still_same_period: datetime,
+    next_period: datetime,
+) -> None:
+    _, key = await store.create_key("k", limit_usd=D("1"), limit_reset=reset)
+    await store.settle(await _reserve(store, key.id, "0.9", now=spent_at), D("0.9"),
+                       now=spent_at)
+    with pytest.raises(LimitExceeded) as caught:
+        await _reserve(store, key.id, "0.5", now=still_same_period)
+    assert caught.value.available_usd == D("0.1")
+    usage = await store.key_usage(key.id, now=still_same_period)
+    assert usage.limit_remaining == D("0.1")
+    await _reserve(store, key.id, "0.5", now=next_period)
+    usage = await store.key_usage(key.id, now=next_period)
+    assert usage.limit_remaining == D("0.5")  # 1 less the 0.5 now reserved
+    assert usage.usage == D("0.9")
+
+
+async def test_key_usage_reports_utc_day_week_month_and_total(store: Store) -> None:
+    _, key = await store.create_key("k", limit_usd=D(10), limit_reset="monthly")
+    now = datetime(2025, 3, 12, 12, 0, tzinfo=UTC)  # a Wednesday
+    spends = {
+        datetime(2025, 3, 12, 0, 0, tzinfo=UTC): "0.01",  # today
+        datetime(2025, 3, 10, 9, 0, tzinfo=UTC): "0.02",  # this week (Monday)
+        datetime(2025, 3, 9, 23, 59, tzinfo=UTC): "0.04",  # this month, last week
+        datetime(2025, 2, 28, 23, 59, tzinfo=UTC): "0.08",  # last month
+    }
+    for at, cost in spends.items():
+        await store.settle(await _reserve(store, key.id, cost, now=at), D(cost), now=at)
+    await _reserve(store, key.id, "1", now=now)
+    usage = await store.key_usage(key.id, now=now)
+    assert (usage.usage_daily, usage.usage_weekly, usage.usage_monthly, usage.usage) == (
+        D("0.01"), D("0.03"), D("0.07"), D("0.15")
+    )
+    assert (usage.limit, usage.limit_reset, usage.reserved) == (D(10), "monthly", D(1))
+    assert usage.limit_remaining == D("8.93")
+
+
+async def test_key_without_limit_reports_no_remaining(store: Store, key) -> None:
+    usage = await store.key_usage(key.id)
+    assert usage.limit is None and usage.limit_remaining is None and usage.usage == 0
+
+
+async def test_lowering_a_key_limit_applies_to_the_next_reservation(store: Store, key) -> None:
+    await _reserve(store, key.id, "0.5")
+    await store.update_key(key.id, limit_usd=D("0.6"))
+    with pytest.raises(LimitExceeded) as caught:
+        await _reserve(store, key.id, "0.2")
+    assert caught.value.source == KEY_LIMIT
+    await store.update_key(key.id, limit_usd=None)
+    await _reserve(store, key.id, "0.2")
+
+
+# --- crashed processes: reaping and late settles ---
+
+
+async def test_reap_expired_releases_only_expired_reservations(store: Store, key) -> None:
+    await store.add_credits(D(1))
+    t0 = datetime.now(UTC)
+    stale = await _reserve(store, key.id, "0.3", ttl_s=60, now=t0 - timedelta(minutes=5))
+    fresh = await _reserve(store, key.id, "0.2", ttl_s=600, now=t0)
+    assert await store.reap_expired(now=t0) == 1
+    assert await store.reap_expired(now=t0) == 0
+    assert (await store.get_account()).reserved_usd == D("0.2")
+    assert (await store.key_usage(key.id)).reserved == D("0.2")
+    await store.release(stale)  # a no-op now
+    assert (await store.get_account()).reserved_usd == D("0.2")
+    await store.settle(fresh, D("0.2"))
+    await _audit(store)
+
+
+async def test_late_settle_after_reaping_still_charges_capped_at_the_balance(
+    store: Store, key, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.add_credits(D("0.5"))
+    t0 = datetime.now(UTC)
+    slow = await _reserve(store, key.id, "0.4", ttl_s=60, now=t0 - timedelta(minutes=5))
+    assert await store.reap_expired(now=t0) == 1
+    assert await store.settle(slow, D("0.3")) == D("0.3")  # no settled charge is lost
+    assert (await store.get_account()).balance_usd == D("0.2")
+
+    other = await _reserve(store, key.id, "0.2", ttl_s=60, now=t0 - timedelta(minutes=5))
+    assert await store.reap_expired(now=t0) == 1
+    spender = await _reserve(store, key.id, "0.15")
+    await store.settle(spender, D("0.15"))
+    with caplog.at_level(logging.WARNING, logger="imagegate.store.reservations"):
+        assert await store.settle(other, D("0.2")) == D("0.05")
+    assert "capped at the balance" in caplog.text
+    account = await store.get_account()
+    assert account.balance_usd == 0 and account.total_usage_usd == D("0.5")
+    await _audit(store)
+
+
+async def test_reaping_from_several_stores_at_once_releases_each_reservation_once(
+    store: Store, key
+) -> None:
+    await store.add_credits(D(10))
+    t0 = datetime.now(UTC)
+    for _ in range(20):
+        await _reserve(store, key.id, "0.1", ttl_s=1, now=t0 - timedelta(minutes=1))
+    url = store.engine.url.render_as_string(hide_password=False)
+    stores = [store] + [Store(url) for _ in range(3)]
+    try:
+        counts = await asyncio.gather(*(s.reap_expired(now=t0) for s in stores))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores[1:]))
+    assert sum(counts) == 20
+    assert (await store.get_account()).reserved_usd == 0
+    assert (await store.key_usage(key.id)).reserved == 0
+    await _audit(store)
+
+
+async def test_reaped_reservations_are_forgotten_after_a_week(store: Store, key) -> None:
+    t0 = datetime.now(UTC)
+    generation_id = await _reserve(store, key.id, "0.1", ttl_s=60, now=t0)
+    assert await store.reap_expired(now=t0 + timedelta(minutes=2)) == 1
+    await store.reap_expired(now=t0 + timedelta(days=8))
+    with pytest.raises(LookupError):
+        await store.settle(generation_id, D("0.1"))
+
+
+# --- keys ---
+
+
+async def test_create_key_with_limit_and_reset_round_trips(store: Store) -> None:
+    secret, key = await store.create_key(
+        "capped", limit_usd="2.50", limit_reset="weekly", is_management=True
+    )
+    assert (key.limit_usd, key.limit_reset, key.account_id) == (D("2.5"), "weekly", 1)
+    assert not key.disabled and key.updated_at == key.created_at
+    authed = await store.authenticate(secret)
+    assert authed is not None and (authed.limit_usd, authed.limit_reset) == (D("2.5"), "weekly")
+
+
+async def test_create_key_refuses_unknown_reset_and_negative_limit(store: Store) -> None:
+    with pytest.raises(ValueError, match="limit_reset"):
+        await store.create_key("k", limit_usd=1, limit_reset="hourly")
+    with pytest.raises(ValueError, match="negative"):
+        await store.create_key("k", limit_usd="-1")
+    assert await store.count_active_keys() == 0
+
+
+async def test_update_key_changes_only_the_fields_given(store: Store) -> None:
+    _, key = await store.create_key("k", limit_usd=1, limit_reset="daily")
+    updated = await store.update_key(key.hash, name="renamed")
+    assert updated is not None
+    assert (updated.name, updated.limit_usd, updated.limit_reset) == ("renamed", 1, "daily")
+    assert updated.updated_at >= key.updated_at
+    updated = await store.update_key(key.label, limit_usd=None, limit_reset=None, disabled=True)
+    assert updated is not None
+    assert (updated.name, updated.limit_usd, updated.limit_reset, updated.disabled) == (
+        "renamed", None, None, True
+    )
+    with pytest.raises(ValueError):
+        await store.update_key(key.id, limit_reset="yearly")
+    assert await store.update_key("0123456789abcdef", name="x") is None
+
+
+async def test_get_key_by_id_hash_prefix_label_or_secret(store: Store) -> None:
+    secret, key = await store.create_key("k")
+    for ident in (key.id, key.hash, key.hash[:10], key.label, secret):
+        found = await store.get_key(ident)
+        assert found is not None and found.id == key.id, ident
+    assert await store.get_key(12345) is None
+    assert await store.get_key("f" * 64) is None
+
+
+async def test_disabled_key_still_authenticates_marked_disabled(store: Store) -> None:
+    secret, key = await store.create_key("k")
+    await store.update_key(key.id, disabled=True)
+    authed = await store.authenticate(secret)
+    assert authed is not None and authed.disabled
+
+
+async def test_delete_key_revokes_it_and_keeps_its_usage(store: Store, key) -> None:
+    await store.settle(await _reserve(store, key.id, "0.1"), D("0.1"))
+    deleted = await store.delete_key(key.hash)
+    assert deleted is not None and not deleted.active
+    assert (await store.get_key(key.id)) is not None
+    assert (await store.key_usage(key.id)).usage == D("0.1")
+
+
+# --- activity ---
+
+
+def _generation(key_id: int | None, model: str, at: datetime, cost: str, **kw) -> GenerationRecord:
+    return GenerationRecord(
+        id=new_generation_id(at.timestamp()), key_id=key_id, model=model, created_at=at,
+        cost_usd=D(cost), num_images=kw.pop("num_images", 1), **kw,
+    )
+
+
+async def test_list_generations_filters_by_key_model_and_time_newest_first(
+    store: Store,
+) -> None:
+    _, a = await store.create_key("a")
+    _, b = await store.create_key("b")
+    t = datetime(2025, 3, 1, tzinfo=UTC)
+    records = [
+        _generation(a.id, "x/one", t, "0.01"),
+        _generation(a.id, "x/two", t + timedelta(hours=1), "0.02"),
+        _generation(b.id, "x/one", t + timedelta(hours=2), "0.03"),
+        _generation(a.id, "x/one", t + timedelta(hours=3), "0.04"),
+    ]
+    for record in records:
+        await store.record_generation(record)
+    assert await store.list_generations() == records[::-1]
+    assert await store.list_generations(key_id=a.id) == [records[3], records[1], records[0]]
+    assert await store.list_generations(model="x/one", key_id=a.id) == [records[3], records[0]]
+    window = await store.list_generations(since=t + timedelta(hours=1),
+                                          until=t + timedelta(hours=3))
+    assert window == [records[2], records[1]]
+    assert await store.list_generations(limit=2, offset=1) == [records[2], records[1]]
+    with pytest.raises(ValueError):
+        await store.list_generations(limit=0)
+
+
+async def test_usage_by_model_sums_requests_images_and_cost_exactly(store: Store) -> None:
+    _, a = await store.create_key("a")
+    _, b = await store.create_key("b")
+    t = datetime(2025, 3, 1, tzinfo=UTC)
+    for record in [
+        _generation(a.id, "x/one", t, "0.1", num_images=2),
+        _generation(a.id, "x/one", t + timedelta(minutes=1), "0.2", num_images=1),
+        _generation(a.id, "x/one", t + timedelta(minutes=2), "0", num_images=0,
+                    status="failed", http_status=502),
+        _generation(a.id, "x/two", t, "0.000000001"),
+        _generation(b.id, "x/two", t + timedelta(days=1), "5"),
+    ]:
+        await store.record_generation(record)
+    assert await store.usage_by_model(key_id=a.id) == [
+        {"model": "x/one", "requests": 3, "images": 3, "cost_usd": D("0.3")},
+        {"model": "x/two", "requests": 1, "images": 1, "cost_usd": D("0.000000001")},
+    ]
+    assert await store.usage_by_model(since=t + timedelta(hours=1)) == [
+        {"model": "x/two", "requests": 1, "images": 1, "cost_usd": D(5)},
+    ]
+    assert await store.usage_by_model(until=t - timedelta(days=1)) == []
