@@ -6,13 +6,15 @@ PORT ?= 8080
 BIN := $(VENV)/bin
 # The web tests drive Debian's Chromium (no browser downloads are possible in CI).
 BROWSER ?= /usr/bin/chromium
+# The PostgreSQL tests start a throwaway cluster of Debian's PostgreSQL.
+POSTGRES ?= /usr/lib/postgresql
 
 .PHONY: run test install dev lock bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/imagegate serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-installed $(BROWSER)
+test: $(VENV)/.dev-installed $(BROWSER) $(POSTGRES)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
@@ -37,6 +39,13 @@ $(BROWSER):
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else \
 		echo "The web tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	fi
+
+$(POSTGRES):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "The PostgreSQL tests need Debian's postgresql: sudo apt-get install postgresql" >&2; exit 1; \
 	fi
 
 # Re-resolve the lock files from the ranges in pyproject.toml.
