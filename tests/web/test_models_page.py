@@ -1,0 +1,143 @@
+"""The models page in a real browser: content from the discovery API, filters in the URL."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("playwright.sync_api", reason="the web tests need playwright")
+
+from playwright.sync_api import Page, Route, expect  # noqa: E402
+
+from imagegate.catalog import load_catalog  # noqa: E402
+from imagegate.cli import describe_price  # noqa: E402
+from tests.conftest import LiveServer  # noqa: E402
+from tests.web.conftest import PHONE, no_horizontal_scroll, screenshot  # noqa: E402
+
+SANDBOX_MODELS = ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers", "imagegate/sandbox-vector"]
+
+
+def shown(page: Page):
+    return page.locator("article.model:not([hidden])")
+
+
+def expect_shown(page: Page, ids: list[str]) -> None:
+    expect(shown(page).locator(".meta code")).to_have_text(ids)  # the model ids, in catalog order
+
+
+def test_every_model_with_endpoints_capabilities_and_prices(page: Page, server: LiveServer) -> None:
+    page.goto("/")
+    expect_shown(page, SANDBOX_MODELS)
+    expect(page.locator("#summary")).to_have_text("4 models")
+    catalog = load_catalog()
+    for model_id in SANDBOX_MODELS:
+        model = catalog.get(model_id)
+        card = page.locator(f'article[data-model-id="{model_id}"]')
+        expect(card.locator("h2")).to_have_text(model.name)
+        expect(card).to_contain_text(f"by {model.author}")
+        expect(card.locator(".description")).to_have_text(model.description)
+        expect(card.locator(".modalities")).to_contain_text(", ".join(model.output_modalities))
+        link = card.get_by_role("link", name="Try in playground")
+        expect(link).to_have_attribute("href", re.compile(r"/playground\?model=" + re.escape(model_id.replace("/", "%2F"))))
+        for endpoint in model.endpoints:
+            section = card.locator(f'.endpoint[data-provider="{endpoint.provider_slug}"]')
+            expect(section.locator("h3")).to_contain_text(endpoint.provider_name)
+            # The same words as `imagegate models` prints.
+            expect(section.locator(".pricing li")).to_have_text([describe_price(line) for line in endpoint.pricing])
+            expect(section).to_contain_text("streams" if endpoint.supports_streaming else "no streaming")
+            expect(section).to_contain_text(", ".join(endpoint.allowed_passthrough_parameters))
+
+    sandbox = page.locator('article[data-model-id="imagegate/sandbox"]')
+    facts = dict(zip(sandbox.locator("dt").all_inner_texts(), sandbox.locator("dd").all_inner_texts(), strict=True))
+    assert facts["Resolutions"] == "512, 768, 1K, 1.5K, 2K, 4K"
+    assert facts["Output formats"] == "png, jpeg, webp"
+    assert facts["Backgrounds"] == "auto, transparent, opaque"
+    assert facts["Images per request"] == "1–10"
+    assert facts["Reference images"] == "up to 16"
+    assert facts["Seed"].startswith("supported")
+    assert "1:1" in facts["Aspect ratios"] and "21:9" in facts["Aspect ratios"]
+    tiers = page.locator('article[data-model-id="imagegate/sandbox-tiers"]')
+    expect(tiers.locator("dd").nth(2)).to_have_text("exactly 1")  # resolutions, aspect ratios, n
+    expect(tiers).to_contain_text("$0.02 per megapixel of output")
+    expect(tiers).to_contain_text("$0.001 per request")
+    expect(page.locator('article[data-model-id="imagegate/sandbox-tokens"]')).to_contain_text("$0.00004 per token of output")
+    expect(sandbox).to_contain_text("$0.002 per reference image")
+
+
+def test_filters_change_the_list_and_the_url(page: Page) -> None:
+    page.goto("/")
+    expect_shown(page, SANDBOX_MODELS)
+    filters = page.get_by_role("search", name="Filter models")
+
+    filters.get_by_label("Output modality").select_option("text")
+    expect_shown(page, ["imagegate/sandbox-tiers"])
+    expect(page).to_have_url(re.compile(r"\?output_modalities=text$"))
+    expect(page.locator("#summary")).to_have_text("1 of 4 models matches")
+
+    filters.get_by_role("button", name="Clear filters").click()
+    expect_shown(page, SANDBOX_MODELS)
+    expect(page).to_have_url(re.compile(r"/$"))
+
+    filters.get_by_label("Transparent background").check()
+    expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens"])
+    expect(page).to_have_url(re.compile(r"\?cap=transparent$"))
+    filters.get_by_label("Transparent background").uncheck()
+    filters.get_by_label("Takes ≥ 4 references").check()
+    expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers"])
+    filters.get_by_label("Streams partial images").check()
+    expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens"])
+    filters.get_by_label("Fixed seed").check()
+    expect_shown(page, ["imagegate/sandbox"])
+    expect(page).to_have_url(re.compile(r"\?cap=streams%2Crefs4%2Cseed$"))
+    filters.get_by_role("button", name="Clear filters").click()
+
+    filters.get_by_label("Output format").select_option("svg")
+    expect_shown(page, ["imagegate/sandbox-vector"])
+    filters.get_by_label("Output format").select_option("")
+    filters.get_by_label("Several images per call (n > 1)").check()
+    expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-vector"])
+    filters.get_by_label("Provider").select_option(label="Imagegate Sandbox")
+    filters.get_by_label("Search").fill("vector")
+    expect_shown(page, ["imagegate/sandbox-vector"])
+    expect(page).to_have_url(re.compile(r"\?q=vector&provider=imagegate&cap=multi$"))
+
+    page.reload()  # the URL restores the filters
+    expect_shown(page, ["imagegate/sandbox-vector"])
+    expect(filters.get_by_label("Search")).to_have_value("vector")
+    expect(filters.get_by_label("Provider")).to_have_value("imagegate")
+    expect(filters.get_by_label("Several images per call (n > 1)")).to_be_checked()
+
+    filters.get_by_label("Search").fill("no such model anywhere")
+    expect_shown(page, [])
+    expect(page.locator("#summary")).to_contain_text("No model matches")
+
+
+def test_a_shared_link_opens_with_its_filters(page: Page) -> None:
+    page.goto("/?input_modalities=image&output_modalities=image&cap=refs4")
+    expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers"])
+    expect(page.get_by_label("Input modality")).to_have_value("image")
+    expect(page.get_by_label("Takes ≥ 4 references")).to_be_checked()
+
+
+def test_an_unconfigured_endpoint_says_what_to_set(page: Page) -> None:
+    def unconfigured(route: Route) -> None:
+        body = route.fetch().json()
+        for endpoint in body["endpoints"]:
+            endpoint.update(configured=False, requires=["OPENAI_API_KEY"])
+        route.fulfill(json=body)
+
+    page.route("**/api/v1/images/models/imagegate/sandbox-vector/endpoints", unconfigured)
+    page.goto("/")
+    card = page.locator('article[data-model-id="imagegate/sandbox-vector"]')
+    expect(card.locator(".endpoint .notice")).to_have_text("not configured — set OPENAI_API_KEY")
+    expect(page.locator(".endpoint .notice")).to_have_count(1)
+
+
+def test_screenshots_and_no_sideways_scrolling(page: Page) -> None:
+    page.goto("/")
+    expect_shown(page, SANDBOX_MODELS)
+    screenshot(page, "models")
+    page.set_viewport_size(PHONE)
+    assert no_horizontal_scroll(page)
+    screenshot(page, "models")
