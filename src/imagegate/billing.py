@@ -84,6 +84,13 @@ def compute_cost(pricing: Iterable[PricingLine], usage: Usage, tier: str | None 
     return Cost(total=prompt + completion, prompt=prompt, completion=completion)
 
 
+def most_expensive_cost(pricing: Iterable[PricingLine], usage: Usage) -> Decimal:
+    """The highest cost ``usage`` can have under any of the pricing's tier variants."""
+    pricing = list(pricing)
+    tiers = {None, *(line.variant for line in pricing if line.variant is not None)}
+    return max(compute_cost(pricing, usage, tier).total for tier in tiers)
+
+
 def max_output_pixels(rules: SizeRules) -> int:
     """The largest image an endpoint can produce, from its size rules."""
     if rules.mode == "table":

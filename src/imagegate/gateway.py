@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import pybase64
+
 from imagegate import billing, imaging
 from imagegate.billing import Cost
 from imagegate.capabilities import (
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 CONSUMER_GRACE_S = 600.0
 
 
+
 # --- what a Generation emits to the API layer ---
 
 
@@ -95,7 +98,8 @@ class ImageOut:
 class Finished:
     usage: dict[str, Any]
     attempt: Attempt  # the endpoint that answered
-    #: What was delivered: [{width, height, media_type, bytes, sha256}] per image.
+    #: What was delivered: [{width, height, media_type, bytes, sha256}] per image (the sha256
+    #: is filled in after delivery, before the generation is recorded).
     images: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -148,6 +152,8 @@ class _Outcome:
 
     tried: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
+    #: Each output's description and its base64, hashed once the client has it (_hash_images).
+    unhashed: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
     usage: Usage | None = None
     cost: Cost = field(default_factory=lambda: Cost(billing.ZERO, billing.ZERO, billing.ZERO))
     error: ImagegateError | None = None
@@ -237,6 +243,7 @@ class Generation:
             attempt_started = time.monotonic()
             held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
             images: list[dict[str, Any]] = []
+            unhashed: list[tuple[dict[str, Any], bytes]] = []
             try:
                 async for event in self._run_attempt(attempt):
                     if outcome.first_event_at is None:
@@ -246,6 +253,7 @@ class Generation:
                         continue
                     if isinstance(event, ImageOut):
                         images.append(_describe(event))
+                        unhashed.append((images[-1], event.b64))
                     if self.streamed:
                         sent_to_client = True
                         await self._queue.put(event)
@@ -267,6 +275,7 @@ class Generation:
             megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in images) / 1_000_000
             self.gateway.observe(attempt, ok=True, started=attempt_started, megapixels=megapixels)
             outcome.answered, outcome.error, outcome.images = attempt, None, images
+            outcome.unhashed = unhashed
             for event in held:
                 await self._queue.put(event)
             usage = outcome.usage or _measured_usage(Usage(), images, self._references_for(attempt))
@@ -325,6 +334,19 @@ class Generation:
             settings=attempt.endpoint.settings,
         )
 
+    async def _settle(self, cost: Decimal | None) -> Decimal:
+        """Charge what was delivered (``cost``) and release the rest; nothing when ``None``."""
+        store = self.gateway.store
+        self.gateway.holding.discard(self.id)
+        try:
+            if cost is None:
+                await store.release(self.id)
+                return billing.ZERO
+            return await store.settle(self.id, cost)
+        except Exception:  # the record below still tells what happened
+            log.exception("generation %s: could not settle its reservation", self.id)
+            return billing.ZERO if cost is None else cost
+
     async def _record(self, started: float, outcome: _Outcome) -> None:
         error, answered = outcome.error, outcome.answered
         last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
@@ -332,6 +354,9 @@ class Generation:
         billed = succeeded and self.delivered
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage = outcome.usage
+        if succeeded and outcome.unhashed:
+            await _hash_images(outcome.unhashed)
+        charged = await self._settle(outcome.cost.total if billed else None)
         record = GenerationRecord(
             id=self.id,
             key_id=self.key.id,
@@ -345,7 +370,7 @@ class Generation:
             cancelled=status == "cancelled",
             latency_ms=None if outcome.first_event_at is None else round((outcome.first_event_at - started) * 1000),
             generation_time_ms=round((time.monotonic() - started) * 1000),
-            cost_usd=outcome.cost.total if billed else billing.ZERO,
+            cost_usd=charged,
             num_images=len(outcome.images) if succeeded else 0,
             num_references=len(self._references_for(last)) if last else 0,
             usage={} if usage is None else billing.usage_to_wire(usage, outcome.cost, billed=billed),
@@ -371,6 +396,9 @@ class GatewayOptions:
     fallback_on_content_refusal: bool = False
     #: Cancel the upstream call when the client disconnects, instead of letting it finish.
     cancel_on_disconnect: bool = False
+    #: A reservation expires this long after its last renewal: how soon the money a crashed
+    #: process held is released. Live ones are renewed every third of it.
+    reservation_ttl_s: float = 60.0
 
 
 class Gateway:
@@ -392,6 +420,8 @@ class Gateway:
         self.references = references
         self.options = options or GatewayOptions()
         self.health = health or HealthBook()
+        #: Generations whose reservation this process holds (renewed while they run).
+        self.holding: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -416,6 +446,16 @@ class Gateway:
     def track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def renew_reservations_forever(self) -> None:
+        """The heartbeat that keeps this process's reservations from being reaped."""
+        ttl = self.options.reservation_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.store.renew(list(self.holding), ttl)
+            except Exception:  # the next beat tries again, well before expiry
+                log.exception("renewing reservations failed")
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Let running generations finish and be recorded (graceful shutdown)."""
@@ -456,8 +496,17 @@ class Gateway:
         attempts = [self._attempt(endpoint, request, requested, prefs) for endpoint in capable]
         check_background(request.background, request.output_format)
         references = await self.references.load(reference_urls) if reference_urls else ()
+        generation_id = new_generation_id()
+        # The worst case over every endpoint it may fall back to: a 402 now, never a debt later.
+        await self.store.reserve(
+            key_id=key.id,
+            generation_id=generation_id,
+            amount_usd=max(self._worst_case_cost(a, request, references) for a in attempts),
+            ttl_s=self.options.reservation_ttl_s,
+        )
+        self.holding.add(generation_id)
         return Generation(
-            id=new_generation_id(),
+            id=generation_id,
             request=request,
             key=key,
             model=model,
@@ -466,6 +515,21 @@ class Gateway:
             gateway=self,
             streamed=stream,
         )
+
+    @staticmethod
+    def _worst_case_cost(attempt: Attempt, request: ImageRequest, references: tuple[ReferenceImage, ...]) -> Decimal:
+        endpoint = attempt.endpoint
+        takes_references = "input_references" in endpoint.supported_parameters
+        usage = billing.worst_case_usage(
+            n=request.n or 1,
+            per_call=endpoint.settings.get("images_per_call"),
+            rules=endpoint.size_rules,
+            prompt=request.prompt,
+            reference_pixels=[r.width * r.height for r in references] if takes_references else [],
+            max_output_tokens_per_image=endpoint.settings.get("max_output_tokens_per_image"),
+            max_input_tokens_per_image=endpoint.settings.get("max_input_tokens_per_image"),
+        )
+        return billing.most_expensive_cost(endpoint.pricing, usage)
 
     def _attempt(
         self, endpoint: Endpoint, request: ImageRequest, requested: Mapping[str, Any],
@@ -558,21 +622,69 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
     )
 
 
+#: Base64 decoded to read an output's dimensions from its header (48 KiB of image).
+HEADER_B64_CHARS = 64 * 1024
+#: Base64 decoded at a time while hashing an output (a multiple of 4: chunks decode alone).
+HASH_CHUNK_B64_CHARS = 1 << 20
+#: Outputs larger than this (base64, all together) are hashed on the imaging pool.
+HASH_OFFLOAD_B64_CHARS = 4 << 20
+
+
 def _describe(image: ImageOut) -> dict[str, Any]:
-    """Dimensions, size and hash of an output: what the record keeps instead of the payload."""
-    raw = Blob.from_b64(image.b64).raw
+    """Dimensions and size of an output: what the record keeps instead of the payload.
+
+    Nothing is decoded whole: the dimensions come from the header (the first 48 KiB, or the
+    whole image when its metadata runs past that), the size from the base64 length. The
+    ``sha256`` is filled in by :func:`_hash_images` once the client has the image.
+    """
+    b64 = image.b64
     try:
-        info = imaging.probe(raw)
+        try:
+            info = imaging.probe(pybase64.b64decode(b64[:HEADER_B64_CHARS], validate=True))
+        except ValueError:
+            if len(b64) <= HEADER_B64_CHARS:
+                raise
+            info = imaging.probe(Blob.from_b64(b64).raw)  # metadata past the first 48 KiB
         width, height = info.width, info.height
-    except ValueError:
+    except ValueError:  # binascii.Error is one too
         width = height = None
     return {
         "width": width,
         "height": height,
         "media_type": image.media_type,
-        "bytes": len(raw),
-        "sha256": hashlib.sha256(raw).hexdigest(),
+        "bytes": _decoded_length(b64),
+        "sha256": None,
     }
+
+
+def _decoded_length(b64: bytes) -> int:
+    """Bytes of image a base64 text holds (padded or not)."""
+    padding = len(b64) - len(b64.rstrip(b"=")) if b64.endswith(b"=") else 0
+    return (len(b64) - padding) * 3 // 4
+
+
+def _sha256_b64(b64: bytes) -> str | None:
+    """sha256 of the image a base64 text holds, decoded a chunk at a time; None when invalid."""
+    digest = hashlib.sha256()
+    with memoryview(b64) as view:
+        try:
+            for start in range(0, len(view), HASH_CHUNK_B64_CHARS):
+                digest.update(pybase64.b64decode(view[start : start + HASH_CHUNK_B64_CHARS], validate=True))
+        except ValueError:
+            return None
+    return digest.hexdigest()
+
+
+async def _hash_images(unhashed: list[tuple[dict[str, Any], bytes]]) -> None:
+    """Fill in each output's ``sha256``, off the event loop when the outputs are large."""
+    if sum(len(b64) for _info, b64 in unhashed) > HASH_OFFLOAD_B64_CHARS:
+        digests = await imaging.offload(lambda: [_sha256_b64(b64) for _info, b64 in unhashed])
+    else:
+        digests = [_sha256_b64(b64) for _info, b64 in unhashed]
+    for (info, b64), digest in zip(unhashed, digests, strict=True):
+        if digest is None:
+            log.warning("an output of %d base64 bytes is not valid base64", len(b64))
+        info["sha256"] = digest
 
 
 def _attempt_record(attempt: Attempt, started: float, error: ImagegateError | None) -> dict[str, Any]:

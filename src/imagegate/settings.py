@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         "finish and record it, unbilled).",
     )
 
+    reservation_ttl_s: float = Field(
+        60.0, gt=0,
+        description="Seconds after which money reserved by a process that stopped renewing it "
+        "(it crashed) is released.",
+    )
+    reap_interval_s: float = Field(15.0, gt=0, description="How often expired reservations are released.")
+
     bootstrap_key: bool = Field(
         True, description="On start with no API keys, create one and print it."
     )

@@ -139,9 +139,9 @@ def image_response_body(created: int, images: Iterable[tuple[bytes, str | None]]
 def sse_event(payload: dict[str, Any], *, b64: bytes | None = None) -> bytes:
     """One ``data: <json>`` SSE event; ``b64`` is appended as the ``b64_json`` field unescaped."""
     body = orjson.dumps(payload)
-    if b64 is not None:
-        body = b"".join((body[:-1], b',"b64_json":"', b64, b'"}'))
-    return b"data: " + body + b"\n\n"
+    if b64 is None:
+        return b"".join((b"data: ", body, b"\n\n"))
+    return b"".join((b"data: ", body[:-1], b',"b64_json":"', b64, b'"}\n\n'))  # one copy of the image
 
 
 SSE_DONE = b"data: [DONE]\n\n"

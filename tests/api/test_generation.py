@@ -195,6 +195,9 @@ def test_streaming_n2_gives_one_completed_per_image_usage_on_the_last(server: Li
     assert "usage" not in completed[0] and completed[1]["usage"]["cost"] == pytest.approx(0.02)
     partial_indexes = [e["partial_image_index"] for e in events if e["type"] == "image_generation.partial_image"]
     assert partial_indexes == [0, 1, 0, 1]  # two previews of each image, numbered per image
+    # Each image's events stay together: previews, then its completed event, then the next image.
+    assert [e["type"].split(".")[-1] for e in events] == [
+        "partial_image", "partial_image", "completed", "partial_image", "partial_image", "completed"]
 
 
 def latest_record(server: LiveServer) -> tuple[str, str, int] | None:

@@ -172,6 +172,7 @@ def test_failure_after_stream_began_is_an_error_event_then_done(server: LiveServ
     events = [orjson.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: {")]
     assert events[-1]["type"] == "error"
     assert events[-1]["error"]["code"] == "upstream_error"
+    assert events[-2]["type"] == "image_generation.completed"  # the image made before the failure
     assert raw.endswith("data: [DONE]\n\n")
 
 

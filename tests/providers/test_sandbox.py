@@ -15,7 +15,6 @@ from PIL import Image as PILImage
 from PIL import ImageStat
 
 from imagegate import errors, imaging
-from imagegate.providers import sandbox
 from imagegate.providers.base import (
     Done,
     Image,
@@ -28,6 +27,8 @@ from imagegate.providers.base import (
     Usage,
 )
 from imagegate.providers.sandbox import SandboxProvider
+from imagegate.providers.sandbox import provider as sandbox_provider
+from imagegate.providers.sandbox.scene import Ellipse, Polygon, build_scene
 from imagegate.sizing import AppliedSize
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -219,12 +220,12 @@ async def test_a_colour_word_next_to_background_colours_the_background() -> None
 
 
 def test_shape_words_pick_the_hero_shape() -> None:
-    scene = sandbox.build_scene("a big star", 200, 200, seed=1)
-    assert isinstance(scene.shapes[0], sandbox.Polygon) and len(scene.shapes[0].points) == 10
-    scene = sandbox.build_scene("one circle", 200, 200, seed=1)
-    assert isinstance(scene.shapes[0], sandbox.Ellipse)
-    scene = sandbox.build_scene("a striped flag", 200, 200, seed=1, level=2)
-    assert len([s for s in scene.shapes if isinstance(s, sandbox.Polygon)]) >= 7
+    scene = build_scene("a big star", 200, 200, seed=1)
+    assert isinstance(scene.shapes[0], Polygon) and len(scene.shapes[0].points) == 10
+    scene = build_scene("one circle", 200, 200, seed=1)
+    assert isinstance(scene.shapes[0], Ellipse)
+    scene = build_scene("a striped flag", 200, 200, seed=1, level=2)
+    assert len([s for s in scene.shapes if isinstance(s, Polygon)]) >= 7
 
 
 async def test_references_change_the_output_and_lend_their_colours() -> None:
@@ -486,13 +487,13 @@ async def test_usage_for_a_one_character_prompt_counts_one_text_token() -> None:
 
 async def test_rendering_runs_off_the_event_loop(monkeypatch) -> None:
     threads: list[str] = []
-    original = sandbox._produce
+    original = sandbox_provider._produce
 
     def spy(spec, index):
         threads.append(threading.current_thread().name)
         return original(spec, index)
 
-    monkeypatch.setattr(sandbox, "_produce", spy)
+    monkeypatch.setattr(sandbox_provider, "_produce", spy)
     ticks = 0
 
     async def ticker() -> None:

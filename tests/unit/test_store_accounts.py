@@ -890,3 +890,30 @@ async def test_usage_by_model_sums_requests_images_and_cost_exactly(store: Store
         {"model": "x/two", "requests": 1, "images": 1, "cost_usd": D(5)},
     ]
     assert await store.usage_by_model(until=t - timedelta(days=1)) == []
+
+
+async def test_renewed_reservations_survive_reaping_and_unrenewed_ones_are_released(tmp_path) -> None:
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from imagegate.store import Store, upgrade
+    from imagegate.store.coltypes import utcnow
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'renew.db'}"
+    upgrade(url)
+    store = Store(url)
+    try:
+        await store.add_credits(Decimal("1"))
+        _secret, key = await store.create_key("k")
+        start = utcnow()
+        for gid in ("gen-a", "gen-b"):
+            await store.reserve(key_id=key.id, generation_id=gid, amount_usd=Decimal("0.25"), ttl_s=10, now=start)
+        assert await store.renew(["gen-a"], ttl_s=10, now=start + timedelta(seconds=8)) == 1
+        assert await store.reap_expired(now=start + timedelta(seconds=12)) == 1  # gen-b only
+        assert (await store.get_account()).reserved_usd == Decimal("0.25")
+        assert await store.renew(["gen-b"], ttl_s=10, now=start + timedelta(seconds=13)) == 0
+        assert await store.settle("gen-a", Decimal("0.2")) == Decimal("0.2")
+        account = await store.get_account()
+        assert account.reserved_usd == 0 and account.balance_usd == Decimal("0.8")
+    finally:
+        await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
-from imagegate.errors import NotFound
+from imagegate.errors import Forbidden, NotFound
 from imagegate.store import GenerationRecord
 
 router = APIRouter()
@@ -23,6 +24,45 @@ async def get_generation(request: Request, id: str = Query(..., description="The
     if record is None:
         raise NotFound(f"Generation {id} not found", metadata={"param": "id"})
     return Response(orjson.dumps({"data": generation_wire(record)}), media_type="application/json")
+
+
+@router.get("/activity", tags=["Generations"], summary="Generations and usage by model, filtered")
+async def activity(
+    request: Request,
+    key: str | None = Query(None, description="A key's hash (management keys only; others see their own)."),
+    model: str | None = Query(None, description="Only this model id."),
+    since: datetime | None = Query(None, description="From this time (ISO 8601, inclusive)."),
+    until: datetime | None = Query(None, description="Up to this time (ISO 8601, exclusive)."),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> Response:
+    store = request.app.state.store
+    caller = await authenticate(request, store)
+    key_id: int | None = caller.id
+    if caller.is_management:
+        key_id = None
+        if key is not None:
+            target = await store.get_key(key) if len(key) == 64 else None
+            if target is None:
+                raise NotFound("API key not found", metadata={"param": "key"})
+            key_id = target.id
+    elif key is not None and key != caller.hash:
+        raise Forbidden("Only management keys can read other keys' activity")
+    since, until = _utc(since), _utc(until)
+    records = await store.list_generations(key_id=key_id, model=model, since=since, until=until,
+                                           limit=limit, offset=offset)
+    by_model = await store.usage_by_model(key_id=key_id, since=since, until=until)
+    return Response(orjson.dumps({
+        "data": [generation_wire(r) for r in records],
+        "by_model": [{**row, "cost_usd": float(row["cost_usd"])} for row in by_model
+                     if model is None or row["model"] == model],
+    }), media_type="application/json")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
 
 
 def generation_wire(record: GenerationRecord) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imagegate import __version__
-from imagegate.api import account, discovery, images
+from imagegate.api import account, discovery, images, keys
 from imagegate.api.errors import install_error_handlers
 from imagegate.api.limits import BodySizeLimit
 from imagegate.catalog import load_catalog
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade, settings.database_url)
         store = Store(settings.database_url)
+        reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s), name="reservation reaper")
         http = HttpPool()
         providers = load_providers(settings, http)
         full_catalog = load_catalog(settings.catalog_paths)
@@ -69,12 +70,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 else None,
                 fallback_on_content_refusal=settings.fallback_on_content_refusal,
                 cancel_on_disconnect=settings.cancel_on_disconnect,
+                reservation_ttl_s=settings.reservation_ttl_s,
             ),
         )
+        renewer = asyncio.create_task(app.state.gateway.renew_reservations_forever(), name="reservation renewer")
         try:
             yield
         finally:
+            reaper.cancel()
             await app.state.gateway.drain()
+            renewer.cancel()
             await references.close()
             await http.close()
             await store.close()
@@ -88,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    for router in (images.router, discovery.router, account.router):
+    for router in (images.router, discovery.router, account.router, keys.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
@@ -110,6 +115,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=images.EXPOSED_HEADERS,
     )
     return app
+
+
+async def _reap_forever(store: Store, every_s: float) -> None:
+    """Release what crashed processes reserved: at start, then periodically."""
+    while True:
+        try:
+            if released := await store.reap_expired():
+                log.warning("released %d expired reservations (a process died mid-generation)", released)
+        except Exception:  # a database hiccup must not end the loop
+            log.exception("reaping expired reservations failed")
+        await asyncio.sleep(every_s)
 
 
 def _openapi_bytes(app: FastAPI) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from imagegate.errors import Unauthorized
+from imagegate.errors import Forbidden, Unauthorized
 from imagegate.store import KeyRecord, Store
 
 
@@ -16,4 +16,6 @@ async def authenticate(request: Request, store: Store) -> KeyRecord:
     key = await store.authenticate(secret.strip())
     if key is None:
         raise Unauthorized("Invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    if key.disabled:
+        raise Forbidden("This API key is disabled")
     return key

@@ -185,6 +185,9 @@ async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[byte
                     break
                 next_event = asyncio.ensure_future(anext(events))
                 if isinstance(event, PartialOut):
+                    if pending_image is not None and event.image_index != pending_image.index:
+                        yield _completed(generation, pending_image, None)  # keep each image's events together
+                        pending_image = None
                     yield sse_event(
                         {"type": "image_generation.partial_image", "partial_image_index": event.partial_index},
                         b64=event.b64,
@@ -201,6 +204,9 @@ async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[byte
                         pending_image = None
                     generation.mark_delivered()
                 elif isinstance(event, Failed):
+                    if pending_image is not None:  # delivered before the failure: still the client's
+                        yield _completed(generation, pending_image, None)
+                        pending_image = None
                     yield _error_event(event.error)
         finally:
             next_event.cancel()

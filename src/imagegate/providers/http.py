@@ -223,6 +223,62 @@ def error_message(reply: Reply) -> str | None:
     return text or None
 
 
+#: String values at least this long are lifted out of a JSON body by :func:`loads_lifted`.
+LIFT_MIN_CHARS = 4096
+_JSON_SPACE = b" \t\r\n"
+
+
+def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, bytes]]:
+    """``orjson.loads(body)`` with every long string value of ``key`` cut out as bytes.
+
+    An upstream's multi-megabyte base64 image would otherwise become a ``str`` (orjson's
+    decoding of it is most of the parse) and then ``bytes`` again to be forwarded. Here each
+    such value is sliced from the body as bytes, only the small rest of the document is
+    parsed, and the parsed document holds a placeholder where the value was: ``lifted``
+    maps each placeholder back to its bytes (look a value up with ``lifted.get(value,
+    value)``). Returns ``(None, {})`` when the body is not JSON, as :meth:`Reply.json` does.
+
+    Only a value that is plainly a ``"key": "…"`` member is lifted, never one holding a
+    backslash (an escape sequence) or one preceded by a backslash; those stay in the
+    document, parsed as usual. An unescaped ``"`` can only delimit a string, so a match
+    cannot lie inside another string.
+    """
+    needle = b'"' + key.encode() + b'"'
+    parts: list[bytes] = []
+    lifted: dict[str, bytes] = {}
+    copied = search = 0
+    while (found := body.find(needle, search)) >= 0:
+        search = found + len(needle)
+        i = search
+        while i < len(body) and body[i] in _JSON_SPACE:
+            i += 1
+        if i >= len(body) or body[i] != 0x3A:  # ':' — the key of a member, not a value
+            continue
+        i += 1
+        while i < len(body) and body[i] in _JSON_SPACE:
+            i += 1
+        if i >= len(body) or body[i] != 0x22 or (found and body[found - 1] == 0x5C):
+            continue
+        start = i + 1
+        end = body.find(b'"', start)
+        if end < 0:
+            break  # unterminated: leave the whole body to the parser's error
+        search = end + 1
+        if end - start < LIFT_MIN_CHARS or body.find(b"\\", start, end) >= 0:
+            continue
+        placeholder = f"\x00lifted:{len(lifted)}"
+        lifted[placeholder] = body[start:end]
+        parts += (body[copied:start], b"\\u0000lifted:%d" % (len(lifted) - 1))
+        copied = end
+    if lifted:
+        parts.append(body[copied:])
+        body = b"".join(parts)
+    try:
+        return orjson.loads(body), lifted
+    except orjson.JSONDecodeError:
+        return None, {}
+
+
 async def polling(provider_name: str, *, deadline: float | None, first_delay: float = 0.5,
                   factor: float = 1.5, max_delay: float = 5.0) -> AsyncIterator[int]:
     """Yields attempt numbers, sleeping with exponential backoff in between; 524 at the deadline."""
@@ -271,19 +327,28 @@ async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
     data: list[bytes] = []
     async for chunk in response.content.iter_any():
         buffer += chunk
+        start = 0  # where the next line begins; lines before it are consumed
+        ready: list[tuple[str | None, bytes]] = []
         while (newline := buffer.find(b"\n", scanned)) >= 0:
-            line = bytes(buffer[:newline]).rstrip(b"\r")
-            del buffer[: newline + 1]
-            scanned = 0
-            if not line:
+            end = newline - 1 if newline > start and buffer[newline - 1] == 0x0D else newline
+            if end == start:
                 if data:
-                    yield event, b"\n".join(data)
+                    ready.append((event, b"\n".join(data)))
                 event, data = None, []
-            elif line.startswith(b"data:"):
-                data.append(line[5:].removeprefix(b" "))
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode("utf-8", "replace")
+            elif buffer.startswith(b"data:", start):
+                value = start + 5
+                if value < end and buffer[value] == 0x20:
+                    value += 1
+                with memoryview(buffer) as view:  # one copy of a line that may hold a whole image
+                    data.append(bytes(view[value:end]))
+            elif buffer.startswith(b"event:", start):
+                event = bytes(buffer[start + 6 : end]).strip().decode("utf-8", "replace")
+            start = scanned = newline + 1
+        if start:
+            del buffer[:start]
         scanned = len(buffer)
+        for ready_event in ready:
+            yield ready_event
     if data:
         yield event, b"\n".join(data)
 

@@ -34,7 +34,7 @@ from imagegate.providers.base import (
     ReferenceImage,
     Usage,
 )
-from imagegate.providers.http import HttpPool, Reply, upstream_error
+from imagegate.providers.http import HttpPool, Reply, loads_lifted, upstream_error
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,8 @@ def _form_value(value: Any) -> str:
 
 
 def _response_events(provider_name: str, job: ProviderJob, reply: Reply) -> list[ProviderEvent]:
-    body = reply.json()
+    # The images are sliced out as base64 bytes, never decoded into str (see loads_lifted).
+    body, lifted = loads_lifted(reply.body, "b64_json")
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not data:
         raise UpstreamError(
@@ -299,7 +300,7 @@ def _response_events(provider_name: str, job: ProviderJob, reply: Reply) -> list
                 f"{provider_name} returned an image without data",
                 metadata={"provider_name": provider_name},
             )
-        events.append(Image(Blob.from_b64(b64), media_type, width, height))
+        events.append(Image(Blob.from_b64(lifted.get(b64, b64)), media_type, width, height))
     events.append(Done(_usage(provider_name, body.get("usage"))))
     return events
 
@@ -311,13 +312,12 @@ async def _stream_events(
     async for _name, data in events:
         if data.strip() == b"[DONE]":  # not documented for images, but the SDK tolerates one
             continue
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        event, lifted = loads_lifted(data, "b64_json")
+        if event is None:
             raise UpstreamError(
                 f"{provider_name} sent a malformed stream event",
                 metadata={"provider_name": provider_name},
-            ) from None
+            )
         if not isinstance(event, dict):
             continue
         if "error" in event:
@@ -327,10 +327,11 @@ async def _stream_events(
         if not isinstance(b64, str) or not b64:
             continue
         media_type = _media_type(event.get("output_format"), job)
+        blob = Blob.from_b64(lifted.get(b64, b64))
         if kind.endswith(".partial_image"):
-            yield Partial(0, Blob.from_b64(b64), media_type)
+            yield Partial(0, blob, media_type)
         elif kind.endswith(".completed"):
-            yield Image(Blob.from_b64(b64), media_type, *_dimensions(event.get("size"), job))
+            yield Image(blob, media_type, *_dimensions(event.get("size"), job))
             yield Done(_usage(provider_name, event.get("usage")))
             return
     raise UpstreamError(

@@ -198,6 +198,10 @@ class Store:
         """Failed or cancelled: release the reservation, charge nothing; idempotent."""
         await self._reservations.release(generation_id)
 
+    async def renew(self, generation_ids: list[str], ttl_s: float, now: datetime | None = None) -> int:
+        """Keep this process's reservations alive for another ``ttl_s``; how many."""
+        return await self._reservations.renew(generation_ids, ttl_s, now)
+
     async def reap_expired(self, now: datetime | None = None) -> int:
         """Release reservations past their expiry (a crashed process's); how many."""
         return await self._reservations.reap_expired(now)

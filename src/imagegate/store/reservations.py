@@ -204,6 +204,30 @@ class ReservationRepository:
 
         await tx.write(self._writer, work)
 
+    async def renew(self, generation_ids: list[str], ttl_s: float, now: datetime | None = None) -> int:
+        """Push back the expiry of live reservations: the heartbeat of the process that holds them.
+
+        A process renews what it holds every fraction of ``ttl_s``; when it dies the renewals
+        stop and, ``ttl_s`` later, ``reap_expired`` (run by any process) releases the money.
+        Returns how many were renewed (reaped ones are not brought back).
+        """
+        if not generation_ids:
+            return 0
+        expires_at = (now or utcnow()) + timedelta(seconds=ttl_s)
+
+        async def work(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                update(_reservations)
+                .where(
+                    _reservations.c.generation_id.in_(generation_ids),
+                    _reservations.c.reaped_at.is_(None),
+                )
+                .values(expires_at=expires_at)
+            )
+            return result.rowcount or 0
+
+        return await tx.write(self._writer, work)
+
     async def reap_expired(self, now: datetime | None = None) -> int:
         """Release reservations past their expiry; returns how many this call released.
 
