@@ -86,3 +86,16 @@ def test_general_endpoints_record(server: LiveServer) -> None:
     assert body["id"] == "imagegate/sandbox"
     assert body["endpoints"][0]["tag"] == "imagegate"
     assert get(server, "/models/nobody/nothing/endpoints").status_code == 404
+
+
+def test_unconfigured_endpoints_are_listed_only_on_request_with_what_to_set(server: LiveServer) -> None:
+    default = {m["id"] for m in get(server, "/images/models").json()["data"]}
+    everything = {m["id"] for m in get(server, "/images/models", include_unconfigured="true").json()["data"]}
+    assert "openai/gpt-image-2" not in default and "openai/gpt-image-2" in everything
+    endpoints = get(server, "/images/models/openai/gpt-image-2/endpoints", include_unconfigured="true").json()
+    openai = next(e for e in endpoints["endpoints"] if e["provider_slug"] == "openai")
+    assert openai["configured"] is False and openai["requires"] == ["OPENAI_API_KEY"]
+    sandbox = get(server, "/images/models/imagegate/sandbox/endpoints", include_unconfigured="true").json()
+    assert sandbox["endpoints"][0]["configured"] is True
+    assert get(server, "/images/models/openai/gpt-image-2/endpoints").status_code == 404
+    assert "configured" not in get(server, "/images/models/imagegate/sandbox/endpoints").json()["endpoints"][0]

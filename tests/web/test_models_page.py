@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="the web tests need playwright")
 
-from playwright.sync_api import Page, Route, expect  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
 from imagegate.catalog import load_catalog  # noqa: E402
 from imagegate.cli import describe_price  # noqa: E402
@@ -16,6 +16,9 @@ from tests.conftest import LiveServer  # noqa: E402
 from tests.web.conftest import PHONE, no_horizontal_scroll, screenshot  # noqa: E402
 
 SANDBOX_MODELS = ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers", "imagegate/sandbox-vector"]
+#: The page lists every shipped model, configured or not; the test server configures only the sandbox.
+ALL_MODELS = [m.id for m in load_catalog().models()]
+SANDBOX_ONLY = "provider=imagegate"
 
 
 def shown(page: Page):
@@ -28,8 +31,8 @@ def expect_shown(page: Page, ids: list[str]) -> None:
 
 def test_every_model_with_endpoints_capabilities_and_prices(page: Page, server: LiveServer) -> None:
     page.goto("/")
-    expect_shown(page, SANDBOX_MODELS)
-    expect(page.locator("#summary")).to_have_text("4 models")
+    expect_shown(page, ALL_MODELS)
+    expect(page.locator("#summary")).to_have_text(f"{len(ALL_MODELS)} models")
     catalog = load_catalog()
     for model_id in SANDBOX_MODELS:
         model = catalog.get(model_id)
@@ -66,22 +69,23 @@ def test_every_model_with_endpoints_capabilities_and_prices(page: Page, server: 
 
 
 def test_filters_change_the_list_and_the_url(page: Page) -> None:
-    page.goto("/")
+    page.goto(f"/?{SANDBOX_ONLY}")
     expect_shown(page, SANDBOX_MODELS)
     filters = page.get_by_role("search", name="Filter models")
 
     filters.get_by_label("Output modality").select_option("text")
     expect_shown(page, ["imagegate/sandbox-tiers"])
-    expect(page).to_have_url(re.compile(r"\?output_modalities=text$"))
-    expect(page.locator("#summary")).to_have_text("1 of 4 models matches")
+    expect(page).to_have_url(re.compile(r"\?output_modalities=text&provider=imagegate$"))
+    expect(page.locator("#summary")).to_have_text(f"1 of {len(ALL_MODELS)} models matches")
 
     filters.get_by_role("button", name="Clear filters").click()
-    expect_shown(page, SANDBOX_MODELS)
+    expect_shown(page, ALL_MODELS)
     expect(page).to_have_url(re.compile(r"/$"))
+    filters.get_by_label("Provider").select_option(label="Imagegate Sandbox")
 
     filters.get_by_label("Transparent background").check()
     expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens"])
-    expect(page).to_have_url(re.compile(r"\?cap=transparent$"))
+    expect(page).to_have_url(re.compile(r"\?provider=imagegate&cap=transparent$"))
     filters.get_by_label("Transparent background").uncheck()
     filters.get_by_label("Takes ≥ 4 references").check()
     expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers"])
@@ -89,8 +93,9 @@ def test_filters_change_the_list_and_the_url(page: Page) -> None:
     expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens"])
     filters.get_by_label("Fixed seed").check()
     expect_shown(page, ["imagegate/sandbox"])
-    expect(page).to_have_url(re.compile(r"\?cap=streams%2Crefs4%2Cseed$"))
+    expect(page).to_have_url(re.compile(r"\?provider=imagegate&cap=streams%2Crefs4%2Cseed$"))
     filters.get_by_role("button", name="Clear filters").click()
+    filters.get_by_label("Provider").select_option(label="Imagegate Sandbox")
 
     filters.get_by_label("Output format").select_option("svg")
     expect_shown(page, ["imagegate/sandbox-vector"])
@@ -114,29 +119,25 @@ def test_filters_change_the_list_and_the_url(page: Page) -> None:
 
 
 def test_a_shared_link_opens_with_its_filters(page: Page) -> None:
-    page.goto("/?input_modalities=image&output_modalities=image&cap=refs4")
+    page.goto(f"/?input_modalities=image&output_modalities=image&cap=refs4&{SANDBOX_ONLY}")
     expect_shown(page, ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers"])
     expect(page.get_by_label("Input modality")).to_have_value("image")
     expect(page.get_by_label("Takes ≥ 4 references")).to_be_checked()
 
 
 def test_an_unconfigured_endpoint_says_what_to_set(page: Page) -> None:
-    def unconfigured(route: Route) -> None:
-        body = route.fetch().json()
-        for endpoint in body["endpoints"]:
-            endpoint.update(configured=False, requires=["OPENAI_API_KEY"])
-        route.fulfill(json=body)
-
-    page.route("**/api/v1/images/models/imagegate/sandbox-vector/endpoints", unconfigured)
     page.goto("/")
-    card = page.locator('article[data-model-id="imagegate/sandbox-vector"]')
-    expect(card.locator(".endpoint .notice")).to_have_text("not configured — set OPENAI_API_KEY")
-    expect(page.locator(".endpoint .notice")).to_have_count(1)
+    card = page.locator('article[data-model-id="openai/gpt-image-2"]')
+    expect(card.locator('.endpoint[data-provider="openai"] .notice')).to_have_text("not configured — set OPENAI_API_KEY")
+    expect(card.locator('.endpoint[data-provider="azure"] .notice')).to_have_text(
+        "not configured — set AZURE_OPENAI_API_KEY")
+    sandbox = page.locator('article[data-model-id="imagegate/sandbox"]')
+    expect(sandbox.locator(".endpoint .notice")).to_have_count(0)
 
 
 def test_screenshots_and_no_sideways_scrolling(page: Page) -> None:
     page.goto("/")
-    expect_shown(page, SANDBOX_MODELS)
+    expect_shown(page, ALL_MODELS)
     screenshot(page, "models")
     page.set_viewport_size(PHONE)
     assert no_horizontal_scroll(page)

@@ -21,26 +21,46 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def _catalog(request: Request) -> Catalog:
-    return request.app.state.gateway.catalog
+#: Discovery lists only what this gateway can serve; the web pages also ask for the rest.
+INCLUDE_UNCONFIGURED = Query(
+    False, description="imagegate extension: also list endpoints whose provider is not configured, "
+    "marked `configured: false` with what to set in `requires`.",
+)
 
 
-def _model(request: Request, author: str, slug: str) -> Model:
-    model = _catalog(request).get(f"{author}/{slug}")
+def _catalog(request: Request, include_unconfigured: bool = False) -> Catalog:
+    state = request.app.state
+    return state.full_catalog if include_unconfigured else state.gateway.catalog
+
+
+def _endpoint_wire(request: Request, endpoint: Endpoint, include_unconfigured: bool) -> dict[str, Any]:
+    wire = endpoint.to_wire()
+    if include_unconfigured:
+        missing = request.app.state.providers.missing.get(endpoint.provider)
+        wire["configured"] = missing is None and endpoint.provider in request.app.state.providers.configured
+        wire["requires"] = [missing.removeprefix("set ")] if missing else []
+    return wire
+
+
+def _model(request: Request, author: str, slug: str, include_unconfigured: bool = False) -> Model:
+    model = _catalog(request, include_unconfigured).get(f"{author}/{slug}")
     if model is None:
         raise NotFound("Resource not found", metadata={"model": f"{author}/{slug}"})
     return model
 
 
 @router.get("/images/models", tags=["Images"], summary="List image models")
-async def list_image_models(request: Request) -> Response:
-    return _json({"data": [model.to_wire() for model in _catalog(request).models()]})
+async def list_image_models(request: Request, include_unconfigured: bool = INCLUDE_UNCONFIGURED) -> Response:
+    return _json({"data": [model.to_wire() for model in _catalog(request, include_unconfigured).models()]})
 
 
 @router.get("/images/models/{author}/{slug}/endpoints", tags=["Images"], summary="An image model's endpoints")
-async def list_image_model_endpoints(request: Request, author: str, slug: str) -> Response:
-    model = _model(request, author, slug)
-    return _json({"id": model.id, "endpoints": [e.to_wire() for e in model.endpoints]})
+async def list_image_model_endpoints(
+    request: Request, author: str, slug: str, include_unconfigured: bool = INCLUDE_UNCONFIGURED
+) -> Response:
+    model = _model(request, author, slug, include_unconfigured)
+    endpoints = [_endpoint_wire(request, e, include_unconfigured) for e in model.endpoints]
+    return _json({"id": model.id, "endpoints": endpoints})
 
 
 @router.get("/models", tags=["Models"], summary="List models (general Models API)")
@@ -51,12 +71,13 @@ async def list_models(
     q: str | None = Query(None, description="Case-insensitive text search in id, name and description."),
     offset: int = Query(0, ge=0),
     limit: int | None = Query(None, ge=1, le=1000),
+    include_unconfigured: bool = INCLUDE_UNCONFIGURED,
 ) -> Response:
     wanted_out = _modalities(output_modalities, "output_modalities")
     wanted_in = _modalities(input_modalities, "input_modalities") if input_modalities else None
     models = [
         m
-        for m in _catalog(request).models()
+        for m in _catalog(request, include_unconfigured).models()
         if (wanted_out is None or wanted_out & set(m.output_modalities))
         and (wanted_in is None or wanted_in <= set(m.input_modalities))
         and (not q or q.lower() in f"{m.id} {m.name} {m.description}".lower())

@@ -30,18 +30,22 @@ async function getJson(url) {
   return response.json();
 }
 
+// The pages also show endpoints whose provider is not configured (marked `configured: false`),
+// so an operator sees what setting would enable them; the API lists them only on request.
+const ALL = "include_unconfigured=true";
+
 /** GET /api/v1/images/models: every image model with its parameter superset. */
 export async function listImageModels() {
-  return (await getJson("/api/v1/images/models")).data;
+  return (await getJson(`/api/v1/images/models?${ALL}`)).data;
 }
 
 /** A model's endpoint records, from the URL its list item names. */
 export async function listEndpoints(model) {
-  return (await getJson(model.endpoints)).endpoints;
+  return (await getJson(`${model.endpoints}?${ALL}`)).endpoints;
 }
 
 /** Ids of the models GET /api/v1/models returns for these query parameters. */
 export async function searchModelIds(params) {
-  const body = await getJson(`/api/v1/models?${new URLSearchParams(params)}`);
+  const body = await getJson(`/api/v1/models?${new URLSearchParams(params)}&${ALL}`);
   return new Set(body.data.map((model) => model.id));
 }
