@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, TypeVar
 
 import typer
@@ -15,11 +16,13 @@ from imagegate.catalog import PricingLine, load_catalog
 from imagegate.providers import load_providers
 from imagegate.providers.http import HttpPool
 from imagegate.settings import load_settings
-from imagegate.store import Store, upgrade
+from imagegate.store import LIMIT_RESETS, Store, upgrade
 
 app = typer.Typer(help="imagegate: OpenRouter's Image API, self-hosted.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+credits_app = typer.Typer(help="Top up and show the account's credit.", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
 
 # Human-facing output goes to stderr, so stdout carries only what scripts capture.
 err = Console(stderr=True)
@@ -89,11 +92,21 @@ def models(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A note to recognize the key by.")] = "",
+    limit: Annotated[str | None, typer.Option(help="Spending limit in USD (per reset period, if any).")] = None,
+    reset: Annotated[str | None, typer.Option(help="Limit reset period: daily, weekly or monthly.")] = None,
+    management: Annotated[bool, typer.Option("--management", help="May manage other keys over the API.")] = False,
 ) -> None:
     """Create a key and print it (alone, on stdout). It cannot be shown again."""
     settings = load_settings()
     upgrade(settings.database_url)
-    secret, record = _run_store(settings.database_url, lambda store: store.create_key(name))
+    limit_usd = _usd(limit) if limit is not None else None
+    if reset is not None and reset not in LIMIT_RESETS:
+        err.print(f"[red]--reset must be one of {', '.join(LIMIT_RESETS)}[/red]")
+        raise typer.Exit(2)
+    secret, record = _run_store(
+        settings.database_url,
+        lambda store: store.create_key(name, is_management=management, limit_usd=limit_usd, limit_reset=reset),
+    )
     err.print(f"Created key {record.label} (hash {record.hash[:16]}…)")
     print(secret, flush=True)
 
@@ -137,6 +150,34 @@ def keys_revoke(
     err.print(f"Revoked {record.label} (hash {record.hash[:16]}…)")
 
 
+@credits_app.command("add")
+def credits_add(
+    amount: Annotated[str, typer.Argument(help="USD to add, e.g. 25 or 0.50.")],
+    note: Annotated[str, typer.Option(help="Kept on the ledger entry.")] = "",
+) -> None:
+    """Add credit to the account. The first top-up turns on spending control: from then on a
+    generation is refused (402) when the balance cannot cover it."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    try:
+        account = _run_store(settings.database_url, lambda store: store.add_credits(_usd(amount), note=note))
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    out.print(f"balance ${account.balance_usd} (credits ${account.total_credits_usd}, used ${account.total_usage_usd})")
+
+
+@credits_app.command("show")
+def credits_show() -> None:
+    """Show the account's credits, usage, balance and what requests in flight hold."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    account = _run_store(settings.database_url, lambda store: store.get_account())
+    balance = "unmetered (no credit limit)" if account.balance_usd is None else f"${account.balance_usd}"
+    out.print(f"balance {balance}; credits ${account.total_credits_usd}; used ${account.total_usage_usd}; "
+              f"reserved ${account.reserved_usd}")
+
+
 def describe_price(line: PricingLine) -> str:
     """A pricing line in plain words: ``$0.03 per megapixel of output``."""
     what = {
@@ -174,6 +215,14 @@ def _run_store(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        err.print(f"[red]not an amount of USD: {text!r}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _range(descriptor: object) -> str:
