@@ -1,0 +1,134 @@
+"""A killed process leaves no money held and loses no charge; key secrets never leak."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from imagegate.store import Store, upgrade
+
+SLOW = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512",
+        "provider": {"options": {"imagegate": {"latency_ms": 60_000}}}}
+QUICK = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """``imagegate serve`` as a separate process, its output kept for inspection."""
+
+    def __init__(self, folder: Path, url: str, **env: str) -> None:
+        self.port = free_port()
+        self.log = folder / f"serve-{self.port}.log"
+        environment = {**os.environ, "IMAGEGATE_DATABASE_URL": url, "IMAGEGATE_CONFIG": str(folder / "none.yaml"),
+                       "IMAGEGATE_BOOTSTRAP_KEY": "false", **env}
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "imagegate", "serve", "--port", str(self.port)],
+                                            cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{self.api}/images/models", timeout=1)
+                return
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, self.log.read_text()
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+        self.process.wait(timeout=30)
+
+
+def store_call(url: str, action):
+    async def run():
+        store = Store(url)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_sigkill_mid_generation_leaves_no_stuck_reservation_and_no_lost_charge(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    upgrade(url)
+    store_call(url, lambda s: s.add_credits(Decimal("0.05")))
+    secret, _ = store_call(url, lambda s: s.create_key("crash"))
+    auth = {"Authorization": f"Bearer {secret}"}
+    fast_reaping = {"IMAGEGATE_RESERVATION_TTL_S": "2", "IMAGEGATE_REAP_INTERVAL_S": "0.5"}
+
+    first = Serve(tmp_path, url, **fast_reaping)
+    assert httpx.post(f"{first.api}/images", json=QUICK, headers=auth, timeout=30).status_code == 200
+    time.sleep(0.3)  # settled just after the response
+    threading.Thread(target=lambda: _ignore_errors(f"{first.api}/images", SLOW, auth), daemon=True).start()
+    deadline = time.monotonic() + 10
+    while store_call(url, lambda s: s.get_account()).reserved_usd == 0:
+        assert time.monotonic() < deadline, "the slow generation never reserved"
+        time.sleep(0.05)
+    first.stop(signal.SIGKILL)
+
+    second = Serve(tmp_path, url, **fast_reaping)
+    try:
+        deadline = time.monotonic() + 10
+        while (account := store_call(url, lambda s: s.get_account())).reserved_usd != 0:
+            assert time.monotonic() < deadline, "the dead process's reservation was never released"
+            time.sleep(0.2)
+        assert account.balance_usd == Decimal("0.04")  # the settled charge survived; nothing else taken
+        assert store_call(url, lambda s: s.ledger_total()) == Decimal("0.04")
+        # The released money is usable again: four more images fit exactly, the fifth does not.
+        statuses = [httpx.post(f"{second.api}/images", json=QUICK, headers=auth, timeout=30).status_code
+                    for _ in range(5)]
+        assert statuses == [200, 200, 200, 200, 402]
+    finally:
+        second.stop()
+
+
+def _ignore_errors(url: str, body: dict, headers: dict) -> None:
+    try:
+        httpx.post(url, json=body, headers=headers, timeout=120)
+    except httpx.HTTPError:
+        pass
+
+
+def test_key_secrets_never_appear_in_logs_records_or_errors(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'secrets.db'}"
+    upgrade(url)
+    secret, _ = store_call(url, lambda s: s.create_key("watched"))
+    wrong = "sk-ig-v1-" + "f" * 64
+    server = Serve(tmp_path, url, IMAGEGATE_LOG_LEVEL="debug")
+    try:
+        auth = {"Authorization": f"Bearer {secret}"}
+        bodies = [httpx.post(f"{server.api}/images", json=QUICK, headers=auth, timeout=30),
+                  httpx.post(f"{server.api}/images", json=QUICK, headers={"Authorization": f"Bearer {wrong}"}),
+                  httpx.post(f"{server.api}/images", json={**QUICK, "n": 99}, headers=auth),
+                  httpx.post(f"{server.api}/images", json={**QUICK, "provider": {"options": {"imagegate": {
+                      "fail": "bad_key"}}}}, headers=auth),
+                  httpx.get(f"{server.api}/key", headers=auth)]
+        assert [r.status_code for r in bodies] == [200, 401, 400, 502, 200]
+        time.sleep(0.3)
+    finally:
+        server.stop()
+    for response in bodies:
+        assert secret not in response.text and wrong not in response.text
+    log = server.log.read_bytes()
+    assert b"POST /api/v1/images" in log  # the access log was written, and read here
+    assert secret.encode() not in log and wrong.encode() not in log
+    for database_file in tmp_path.glob("secrets.db*"):
+        data = database_file.read_bytes()
+        assert secret.encode() not in data and wrong.encode() not in data
