@@ -17,6 +17,7 @@ import uvicorn
 from imagegate.api.app import create_app
 from imagegate.settings import Settings
 from imagegate.store import Store, upgrade
+from tests.postgres import postgres_admin_url  # noqa: F401 - a session fixture for every test module
 
 
 @dataclass
@@ -111,3 +112,4 @@ def emulator() -> Iterator[Callable[..., Any]]:
     yield start
     for server in servers:
         server.stop()
+

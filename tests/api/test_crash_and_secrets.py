@@ -132,3 +132,32 @@ def test_key_secrets_never_appear_in_logs_records_or_errors(tmp_path: Path) -> N
     for database_file in tmp_path.glob("secrets.db*"):
         data = database_file.read_bytes()
         assert secret.encode() not in data and wrong.encode() not in data
+
+
+def test_two_processes_on_one_postgresql_behave_as_one_gateway(tmp_path: Path, postgres_admin_url: str) -> None:
+    from tests.postgres import new_database
+
+    url = new_database(postgres_admin_url)
+    upgrade(url)
+    store_call(url, lambda s: s.add_credits(Decimal("0.10")))
+    secret, _ = store_call(url, lambda s: s.create_key("shared"))
+    servers = [Serve(tmp_path, url), Serve(tmp_path, url)]
+    try:
+        async def burst() -> list[int]:
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+                responses = await asyncio.gather(*(
+                    client.post(f"{servers[i % 2].api}/images", json=QUICK,
+                                headers={"Authorization": f"Bearer {secret}"})
+                    for i in range(200)))
+            return [r.status_code for r in responses]
+
+        statuses = asyncio.run(burst())
+        assert statuses.count(200) == 10 and statuses.count(402) == 190
+        time.sleep(0.5)
+        account = store_call(url, lambda s: s.get_account())
+        assert account.balance_usd == 0 == store_call(url, lambda s: s.ledger_total())
+        assert account.reserved_usd == 0
+    finally:
+        for server in servers:
+            server.stop()
