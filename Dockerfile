@@ -1,0 +1,14 @@
+# imagegate: one process per container; run several behind a load balancer (see deploy/).
+FROM python:3.11-slim
+
+WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir --no-deps . && useradd --system --uid 10001 imagegate
+USER imagegate
+
+ENV IMAGEGATE_HOST=0.0.0.0 IMAGEGATE_PORT=8080
+EXPOSE 8080
+CMD ["imagegate", "serve"]
