@@ -8,13 +8,24 @@ BIN := $(VENV)/bin
 BROWSER ?= /usr/bin/chromium
 # The PostgreSQL tests start a throwaway cluster of Debian's PostgreSQL.
 POSTGRES ?= /usr/lib/postgresql
+# The shared-limit tests start Debian's Redis server.
+REDIS ?= /usr/bin/redis-server
 
 .PHONY: run test install dev lock bench clean
+
+# Debian packages the tests run for real (a browser, PostgreSQL, Redis): installed when missing.
+define apt_install
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else \
+		echo "The tests need Debian's $(1): sudo apt-get install $(1)" >&2; exit 1; \
+	fi
+endef
 
 run: $(VENV)/.installed
 	$(BIN)/imagegate serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-installed $(BROWSER) $(POSTGRES)
+test: $(VENV)/.dev-installed $(BROWSER) $(POSTGRES) $(REDIS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
@@ -35,18 +46,13 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.lock
 	touch $@
 
 $(BROWSER):
-	@if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else \
-		echo "The web tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
-	fi
+	@$(call apt_install,chromium)
 
 $(POSTGRES):
-	@if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	else \
-		echo "The PostgreSQL tests need Debian's postgresql: sudo apt-get install postgresql" >&2; exit 1; \
-	fi
+	@$(call apt_install,postgresql)
+
+$(REDIS):
+	@$(call apt_install,redis-server)
 
 # Re-resolve the lock files from the ranges in pyproject.toml.
 lock: $(BIN)/python

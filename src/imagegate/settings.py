@@ -33,7 +33,9 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///imagegate.db",
         description="SQLAlchemy async URL; SQLite file in the working directory by default.",
     )
-    redis_url: str | None = Field(None, description="Reserved for shared limits across instances.")
+    redis_url: str | None = Field(
+        None, description="Redis shared by every instance: rate limits and endpoint health."
+    )
 
     host: str = "127.0.0.1"
     port: int = 8080

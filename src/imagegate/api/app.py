@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,9 +22,12 @@ from imagegate.api.errors import install_error_handlers
 from imagegate.api.limits import BodySizeLimit
 from imagegate.catalog import load_catalog
 from imagegate.gateway import Gateway, GatewayOptions
+from imagegate.health import HealthBook
+from imagegate.health_redis import SharedHealthBook
 from imagegate.providers import load_providers
 from imagegate.providers.http import HttpPool
-from imagegate.ratelimit import Limits, MemoryRateLimiter
+from imagegate.ratelimit import Limits, MemoryRateLimiter, RateLimiter
+from imagegate.ratelimit_redis import RedisRateLimiter
 from imagegate.references import ReferenceLimits, ReferenceLoader
 from imagegate.settings import Settings, load_settings
 from imagegate.store import Store, upgrade
@@ -52,8 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 allow_networks=tuple(settings.reference_allow_networks),
             )
         )
+        redis = _redis(settings.redis_url) if settings.redis_url else None
+        limiter, health, sharing = _shared(redis) if redis else (MemoryRateLimiter(), HealthBook(), [])
         app.state.settings = settings
-        app.state.limiter = MemoryRateLimiter()
+        app.state.limiter = limiter
         app.state.limits = Limits(settings.rate_limit_rpm, settings.rate_limit_concurrency)
         app.state.store = store
         app.state.full_catalog = full_catalog
@@ -72,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cancel_on_disconnect=settings.cancel_on_disconnect,
                 reservation_ttl_s=settings.reservation_ttl_s,
             ),
+            health=health,
         )
         renewer = asyncio.create_task(app.state.gateway.renew_reservations_forever(), name="reservation renewer")
         try:
@@ -80,6 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reaper.cancel()
             await app.state.gateway.drain()
             renewer.cancel()
+            for task in sharing:
+                task.cancel()
+            if redis:
+                await redis.aclose()
             await references.close()
             await http.close()
             await store.close()
@@ -126,6 +139,19 @@ async def _reap_forever(store: Store, every_s: float) -> None:
         except Exception:  # a database hiccup must not end the loop
             log.exception("reaping expired reservations failed")
         await asyncio.sleep(every_s)
+
+
+def _shared(redis: Redis) -> tuple[RateLimiter, HealthBook, list[asyncio.Task[None]]]:
+    """Rate limits and endpoint health shared with the other instances, and the tasks doing it."""
+    limiter, health = RedisRateLimiter(redis), SharedHealthBook(redis)
+    return limiter, health, [asyncio.create_task(limiter.renew_forever(), name="rate limit lease renewer"),
+                             asyncio.create_task(health.sync_forever(), name="health sync")]
+
+
+def _redis(url: str) -> Redis:
+    """A client that gives up fast: rate limits and health fall back to this instance when
+    Redis does not answer, rather than holding requests up (one reconnect, then an error)."""
+    return Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1))
 
 
 def _openapi_bytes(app: FastAPI) -> bytes:
