@@ -152,8 +152,8 @@ class _Outcome:
 
     tried: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
-    #: Each output's description and its base64, hashed once the client has it (_hash_images).
-    unhashed: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+    #: Each output's description and its sha256 being computed off the loop (_hash_images).
+    unhashed: list[tuple[dict[str, Any], asyncio.Future[str | None]]] = field(default_factory=list)
     usage: Usage | None = None
     cost: Cost = field(default_factory=lambda: Cost(billing.ZERO, billing.ZERO, billing.ZERO))
     error: ImagegateError | None = None
@@ -229,13 +229,17 @@ class Generation:
             outcome.error = InternalError("Internal server error")
             await self._queue.put(Failed(outcome.error))
         finally:
+            self.gateway.recording(self.id)
             await self.lease.release()
             await self._queue.put(None)
             try:
                 await asyncio.wait_for(self._consumed.wait(), CONSUMER_GRACE_S)
             except TimeoutError:
                 log.warning("generation %s: consumer never finished reading", self.id)
-            await self._record(started, outcome)
+            try:
+                await self._record(started, outcome)
+            finally:
+                self.gateway.recorded(self.id)
 
     async def _try_attempts(self, outcome: _Outcome) -> None:
         sent_to_client = False
@@ -243,7 +247,7 @@ class Generation:
             attempt_started = time.monotonic()
             held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
             images: list[dict[str, Any]] = []
-            unhashed: list[tuple[dict[str, Any], bytes]] = []
+            unhashed: list[tuple[dict[str, Any], asyncio.Future[str | None]]] = []
             try:
                 async for event in self._run_attempt(attempt):
                     if outcome.first_event_at is None:
@@ -253,7 +257,7 @@ class Generation:
                         continue
                     if isinstance(event, ImageOut):
                         images.append(_describe(event))
-                        unhashed.append((images[-1], event.b64))
+                        unhashed.append((images[-1], _start_hashing(event.b64)))
                     if self.streamed:
                         sent_to_client = True
                         await self._queue.put(event)
@@ -422,6 +426,8 @@ class Gateway:
         self.health = health or HealthBook()
         #: Generations whose reservation this process holds (renewed while they run).
         self.holding: set[str] = set()
+        #: Generations of this process not yet on record, so a lookup can wait for them.
+        self._unrecorded: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -446,6 +452,21 @@ class Gateway:
     def track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def recording(self, generation_id: str) -> None:
+        """The generation has its outcome; its record is being written."""
+        self._unrecorded[generation_id] = asyncio.Event()
+
+    def recorded(self, generation_id: str) -> None:
+        if event := self._unrecorded.pop(generation_id, None):
+            event.set()
+
+    async def until_recorded(self, generation_id: str, timeout: float = 10.0) -> None:
+        """Wait (briefly) for a finished generation of this process to be on record: a client
+        that asks for it right after its response must find it."""
+        if event := self._unrecorded.get(generation_id):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
 
     async def renew_reservations_forever(self) -> None:
         """The heartbeat that keeps this process's reservations from being reaped."""
@@ -626,8 +647,6 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
 HEADER_B64_CHARS = 64 * 1024
 #: Base64 decoded at a time while hashing an output (a multiple of 4: chunks decode alone).
 HASH_CHUNK_B64_CHARS = 1 << 20
-#: Outputs larger than this (base64, all together) are hashed on the imaging pool.
-HASH_OFFLOAD_B64_CHARS = 4 << 20
 
 
 def _describe(image: ImageOut) -> dict[str, Any]:
@@ -635,7 +654,8 @@ def _describe(image: ImageOut) -> dict[str, Any]:
 
     Nothing is decoded whole: the dimensions come from the header (the first 48 KiB, or the
     whole image when its metadata runs past that), the size from the base64 length. The
-    ``sha256`` is filled in by :func:`_hash_images` once the client has the image.
+    ``sha256`` is computed on the imaging pool meanwhile (:func:`_start_hashing`) and filled
+    in before the generation is recorded (:func:`_hash_images`).
     """
     b64 = image.b64
     try:
@@ -659,7 +679,7 @@ def _describe(image: ImageOut) -> dict[str, Any]:
 
 def _decoded_length(b64: bytes) -> int:
     """Bytes of image a base64 text holds (padded or not)."""
-    padding = len(b64) - len(b64.rstrip(b"=")) if b64.endswith(b"=") else 0
+    padding = 2 if b64.endswith(b"==") else 1 if b64.endswith(b"=") else 0
     return (len(b64) - padding) * 3 // 4
 
 
@@ -675,15 +695,17 @@ def _sha256_b64(b64: bytes) -> str | None:
     return digest.hexdigest()
 
 
-async def _hash_images(unhashed: list[tuple[dict[str, Any], bytes]]) -> None:
-    """Fill in each output's ``sha256``, off the event loop when the outputs are large."""
-    if sum(len(b64) for _info, b64 in unhashed) > HASH_OFFLOAD_B64_CHARS:
-        digests = await imaging.offload(lambda: [_sha256_b64(b64) for _info, b64 in unhashed])
-    else:
-        digests = [_sha256_b64(b64) for _info, b64 in unhashed]
-    for (info, b64), digest in zip(unhashed, digests, strict=True):
+def _start_hashing(b64: bytes) -> asyncio.Future[str | None]:
+    """The output's sha256, computed on the imaging pool while the response goes out."""
+    return asyncio.get_running_loop().run_in_executor(imaging.EXECUTOR, _sha256_b64, b64)
+
+
+async def _hash_images(unhashed: list[tuple[dict[str, Any], asyncio.Future[str | None]]]) -> None:
+    """Fill in each output's ``sha256`` (see :func:`_start_hashing`)."""
+    for info, hashing in unhashed:
+        digest = await hashing
         if digest is None:
-            log.warning("an output of %d base64 bytes is not valid base64", len(b64))
+            log.warning("an output of %s bytes is not valid base64; its sha256 is unknown", info["bytes"])
         info["sha256"] = digest
 
 

@@ -20,6 +20,7 @@ router = APIRouter()
 async def get_generation(request: Request, id: str = Query(..., description="The X-Generation-Id")) -> Response:
     store = request.app.state.store
     key = await authenticate(request, store)
+    await request.app.state.gateway.until_recorded(id)
     record = await store.get_generation(id, key_id=key.id)
     if record is None:
         raise NotFound(f"Generation {id} not found", metadata={"param": "id"})
