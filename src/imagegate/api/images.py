@@ -6,14 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from imagegate.api.auth import authenticate
-from imagegate.api.errors import format_validation_issues
-from imagegate.errors import ImagegateError, InvalidRequest, NotFound
+from imagegate.api.bodies import parse_body
+from imagegate.errors import ImagegateError, NotFound
 from imagegate.gateway import (
     Attempt,
     Failed,
@@ -107,22 +105,7 @@ async def _generate(request: Request) -> Response:
 
 
 def parse_image_request(body: bytes) -> ImageRequest:
-    if not body.strip():
-        raise InvalidRequest("Request body is empty: expected a JSON object")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("Request body must be a JSON object")
-    try:
-        return ImageRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise InvalidRequest(
-            format_validation_issues(errors),
-            metadata={"issues": [{"path": list(e["loc"]), "message": e["msg"]} for e in errors]},
-        ) from None
+    return parse_body(body, ImageRequest)
 
 
 async def _buffered(generation: Generation, request: Request) -> Response:

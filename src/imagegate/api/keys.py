@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
-from imagegate.api.errors import format_validation_issues
+from imagegate.api.bodies import parse_body
 from imagegate.errors import InvalidRequest, NotFound, Unauthorized
 from imagegate.store import UNSET, KeyRecord, KeyUsage, Store
 
@@ -116,7 +116,7 @@ async def list_keys(request: Request, include_disabled: bool = True, offset: int
 @router.post("/keys", tags=["API keys"], summary="Create an API key (management key)")
 async def create_key(request: Request) -> Response:
     await _management_key(request)
-    body = _parse(KeyCreate, await request.body())
+    body = parse_body(await request.body(), KeyCreate, empty_allowed=True)
     store = _store(request)
     secret, key = await store.create_key(body.name, limit_usd=_money(body.limit), limit_reset=body.limit_reset)
     return _json({"data": await _key_wire(store, key), "key": secret}, status=201)
@@ -135,7 +135,7 @@ async def update_key(request: Request, key_hash: str) -> Response:
     store = _store(request)
     key = await _find(store, key_hash)
     raw = await request.body()
-    body = _parse(KeyUpdate, raw)
+    body = parse_body(raw, KeyUpdate, empty_allowed=True)
     sent = set(orjson.loads(raw)) if raw.strip() else set()
     updated = await store.update_key(
         key.hash,
@@ -219,19 +219,6 @@ def _budgets(usage: KeyUsage) -> list[dict[str, Any]]:
         "scope": "api_key",
         "spend_usd": float(spent.get(usage.limit_reset or "", usage.usage)),
     }]
-
-
-def _parse(model: type[BaseModel], body: bytes) -> Any:
-    try:
-        data = orjson.loads(body) if body.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("Request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequest(format_validation_issues(exc.errors(include_url=False))) from None
 
 
 def _money(value: float | None) -> Decimal | None:
