@@ -78,7 +78,7 @@ async def no_edits() -> Response:
 
 async def _generate(request: Request) -> Response:
     state = request.app.state
-    image_request = parse_image_request(await request.body())
+    image_request = parse_body(await request.body(), ImageRequest)
     key = await authenticate(request, state.store)
     if image_request.session_id is None and (header := request.headers.get("x-session-id")):
         image_request = image_request.model_copy(update={"session_id": header[:256]})
@@ -102,10 +102,6 @@ async def _generate(request: Request) -> Response:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_headers(generation, generation.primary)},
         )
     return await _buffered(generation, request)
-
-
-def parse_image_request(body: bytes) -> ImageRequest:
-    return parse_body(body, ImageRequest)
 
 
 async def _buffered(generation: Generation, request: Request) -> Response:
