@@ -60,5 +60,9 @@ lock: $(BIN)/python
 	$(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 	$(BIN)/pip-compile --quiet --strip-extras --no-header --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
 
+# Benchmarks side by side with a pass-through proxy and LiteLLM, on loopback (docs/benchmarks.md).
+bench: $(VENV)/.installed
+	bench/run.sh $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

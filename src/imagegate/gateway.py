@@ -152,8 +152,8 @@ class _Outcome:
 
     tried: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
-    #: Each output's description and its sha256 being computed off the loop (_hash_images).
-    unhashed: list[tuple[dict[str, Any], asyncio.Future[str | None]]] = field(default_factory=list)
+    #: Each output's description and its base64, hashed while the outcome is settled (_hash_images).
+    unhashed: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
     usage: Usage | None = None
     cost: Cost = field(default_factory=lambda: Cost(billing.ZERO, billing.ZERO, billing.ZERO))
     error: ImagegateError | None = None
@@ -247,7 +247,7 @@ class Generation:
             attempt_started = time.monotonic()
             held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
             images: list[dict[str, Any]] = []
-            unhashed: list[tuple[dict[str, Any], asyncio.Future[str | None]]] = []
+            unhashed: list[tuple[dict[str, Any], bytes]] = []
             try:
                 async for event in self._run_attempt(attempt):
                     if outcome.first_event_at is None:
@@ -257,7 +257,7 @@ class Generation:
                         continue
                     if isinstance(event, ImageOut):
                         images.append(_describe(event))
-                        unhashed.append((images[-1], _start_hashing(event.b64)))
+                        unhashed.append((images[-1], event.b64))
                     if self.streamed:
                         sent_to_client = True
                         await self._queue.put(event)
@@ -358,9 +358,11 @@ class Generation:
         billed = succeeded and self.delivered
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage = outcome.usage
-        if succeeded and outcome.unhashed:
-            await _hash_images(outcome.unhashed)
+        # Hashing the outputs (on the imaging pool) overlaps settling; the client has them already.
+        hashing = _hash_images(outcome.unhashed) if succeeded and outcome.unhashed else None
         charged = await self._settle(outcome.cost.total if billed else None)
+        if hashing is not None:
+            await hashing
         record = GenerationRecord(
             id=self.id,
             key_id=self.key.id,
@@ -654,8 +656,7 @@ def _describe(image: ImageOut) -> dict[str, Any]:
 
     Nothing is decoded whole: the dimensions come from the header (the first 48 KiB, or the
     whole image when its metadata runs past that), the size from the base64 length. The
-    ``sha256`` is computed on the imaging pool meanwhile (:func:`_start_hashing`) and filled
-    in before the generation is recorded (:func:`_hash_images`).
+    ``sha256`` is filled in by :func:`_hash_images` once the client has the image.
     """
     b64 = image.b64
     try:
@@ -695,18 +696,16 @@ def _sha256_b64(b64: bytes) -> str | None:
     return digest.hexdigest()
 
 
-def _start_hashing(b64: bytes) -> asyncio.Future[str | None]:
-    """The output's sha256, computed on the imaging pool while the response goes out."""
-    return asyncio.get_running_loop().run_in_executor(imaging.EXECUTOR, _sha256_b64, b64)
+def _hash_images(unhashed: list[tuple[dict[str, Any], bytes]]) -> asyncio.Future[None]:
+    """Fill in each output's ``sha256``, computed on the imaging pool (started at once)."""
 
+    def hash_all() -> None:
+        for info, b64 in unhashed:
+            info["sha256"] = digest = _sha256_b64(b64)
+            if digest is None:
+                log.warning("an output of %s bytes is not valid base64; its sha256 is unknown", info["bytes"])
 
-async def _hash_images(unhashed: list[tuple[dict[str, Any], asyncio.Future[str | None]]]) -> None:
-    """Fill in each output's ``sha256`` (see :func:`_start_hashing`)."""
-    for info, hashing in unhashed:
-        digest = await hashing
-        if digest is None:
-            log.warning("an output of %s bytes is not valid base64; its sha256 is unknown", info["bytes"])
-        info["sha256"] = digest
+    return asyncio.get_running_loop().run_in_executor(imaging.EXECUTOR, hash_all)
 
 
 def _attempt_record(attempt: Attempt, started: float, error: ImagegateError | None) -> dict[str, Any]:
