@@ -14,12 +14,13 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pybase64
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from imagegate import billing, imaging
 from imagegate.billing import Cost
@@ -64,6 +65,7 @@ from imagegate.store import GenerationRecord, KeyRecord, Store, new_generation_i
 from imagegate.wire import ImageRequest, ProviderPreferences
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long a finished run waits for its consumer before recording "not delivered".
 CONSUMER_GRACE_S = 600.0
@@ -341,15 +343,17 @@ class Generation:
     async def _settle(self, cost: Decimal | None) -> Decimal:
         """Charge what was delivered (``cost``) and release the rest; nothing when ``None``."""
         store = self.gateway.store
-        self.gateway.holding.discard(self.id)
         try:
             if cost is None:
-                await store.release(self.id)
+                await _persistently(lambda: store.release(self.id))
                 return billing.ZERO
-            return await store.settle(self.id, cost)
+            return await _persistently(lambda: store.settle(self.id, cost))
         except Exception:  # the record below still tells what happened
             log.exception("generation %s: could not settle its reservation", self.id)
             return billing.ZERO if cost is None else cost
+        finally:
+            # Renewed until here, so a settle that had to wait never finds its money reaped.
+            self.gateway.holding.discard(self.id)
 
     async def _record(self, started: float, outcome: _Outcome) -> None:
         error, answered = outcome.error, outcome.answered
@@ -389,7 +393,7 @@ class Generation:
             app_title=self.app_title,
         )
         try:
-            await self.gateway.store.record_generation(record)
+            await _persistently(lambda: self.gateway.store.record_generation(record))
         except Exception:
             log.exception("generation %s: could not store its record", self.id)
 
@@ -404,7 +408,7 @@ class GatewayOptions:
     cancel_on_disconnect: bool = False
     #: A reservation expires this long after its last renewal: how soon the money a crashed
     #: process held is released. Live ones are renewed every third of it.
-    reservation_ttl_s: float = 60.0
+    reservation_ttl_s: float = 120.0
 
 
 class Gateway:
@@ -474,7 +478,7 @@ class Gateway:
         """The heartbeat that keeps this process's reservations from being reaped."""
         ttl = self.options.reservation_ttl_s
         while True:
-            await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(ttl / 4)  # three beats may be missed before anything is reaped
             try:
                 await self.store.renew(list(self.holding), ttl)
             except Exception:  # the next beat tries again, well before expiry
@@ -649,6 +653,18 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
 HEADER_B64_CHARS = 64 * 1024
 #: Base64 decoded at a time while hashing an output (a multiple of 4: chunks decode alone).
 HASH_CHUNK_B64_CHARS = 1 << 20
+
+
+async def _persistently(write: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+    """A write that must not be lost to a busy database: retried with backoff (~30 s in all)."""
+    for attempt in range(attempts):
+        try:
+            return await write()
+        except SQLAlchemyTimeoutError:  # every pooled connection was in use
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _describe(image: ImageOut) -> dict[str, Any]:

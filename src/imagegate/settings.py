@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///imagegate.db",
         description="SQLAlchemy async URL; SQLite file in the working directory by default.",
     )
+    database_pool_size: int = Field(20, ge=1, description="Database connections kept open.")
+    database_max_overflow: int = Field(40, ge=0, description="Extra connections allowed in a burst.")
+    database_pool_timeout_s: float = Field(
+        30.0, gt=0, description="Wait for a free connection before answering 503 (overloaded)."
+    )
     redis_url: str | None = Field(
         None, description="Redis shared by every instance: rate limits and endpoint health."
     )
@@ -77,7 +82,7 @@ class Settings(BaseSettings):
     )
 
     reservation_ttl_s: float = Field(
-        60.0, gt=0,
+        120.0, gt=0,
         description="Seconds after which money reserved by a process that stopped renewing it "
         "(it crashed) is released.",
     )

@@ -268,3 +268,18 @@ def test_concurrent_generations_per_key_are_limited(make_server) -> None:
         assert second.status_code == 429
         assert first.result().status_code == 200
     assert post(limited, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}).status_code == 200
+
+
+def test_an_exhausted_database_pool_is_a_503_with_retry_after_never_a_500(make_server) -> None:
+    import concurrent.futures
+
+    tight = make_server(database_pool_size=1, database_max_overflow=0, database_pool_timeout_s=0.05)
+    body = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda _: post(tight, body), range(48)))
+    statuses = {r.status_code for r in responses}
+    assert statuses == {200, 503}, statuses  # some were served, the overflow was told to retry
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "2"
+            assert error_of(response)["metadata"]["error_type"] == "overloaded"

@@ -44,7 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade, settings.database_url)
-        store = Store(settings.database_url)
+        store = Store(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout_s,
+        )
         reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s), name="reservation reaper")
         http = HttpPool()
         providers = load_providers(settings, http)

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -39,6 +40,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else _REASONS.get(exc.status_code, "Error")
         return error_response(exc.status_code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _busy(_request: Request, exc: SQLAlchemyTimeoutError) -> Response:
+        # Every database connection is in use: the gateway is overloaded, not broken.
+        log.warning("database connection pool exhausted: %s", exc)
+        return error_response(503, "The gateway is overloaded; retry shortly",
+                              {"error_type": "overloaded"}, {"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> Response:

@@ -76,8 +76,9 @@ Money = Decimal | int | str
 class Store:
     """The gateway's database: keys, money and generations behind one async facade."""
 
-    def __init__(self, database_url: str | URL = DEFAULT_DATABASE_URL) -> None:
-        self.engine = create_engine(database_url)
+    def __init__(self, database_url: str | URL = DEFAULT_DATABASE_URL, **engine_options: Any) -> None:
+        """``engine_options`` go to SQLAlchemy (``pool_size``, ``max_overflow``, ``pool_timeout`` …)."""
+        self.engine = create_engine(database_url, **engine_options)
         self.sessionmaker = create_sessionmaker(self.engine)
         writer = immediate(self.engine)
         self._keys = KeyRepository(self.sessionmaker)

@@ -81,6 +81,11 @@ def create_engine(
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    # Every generation in flight touches the database a few times; SQLAlchemy's default pool
+    # (5 + 10) queues a burst long enough to time out (the server's settings size it).
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 40)
     engine = _create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys))
