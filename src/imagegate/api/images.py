@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
 from imagegate.errors import ImagegateError, NotFound
-from imagegate.gateway import (
+from imagegate.generation import (
     Attempt,
     Failed,
     Finished,

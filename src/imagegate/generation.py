@@ -1,0 +1,515 @@
+"""One generation's run: its attempts, its events, and its record.
+
+A ``Generation`` is prepared by the gateway (``gateway.py``) with everything the client could
+get wrong already checked. ``start`` runs its attempts in a task of its own, so a client that
+goes away does not kill a generation that is already paid for upstream: it completes, is
+recorded, and is not billed to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pybase64
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+
+from imagegate import billing, imaging
+from imagegate.billing import Cost
+from imagegate.capabilities import (
+    OutputPlan,
+)
+from imagegate.catalog import Endpoint, Model
+from imagegate.errors import (
+    ImagegateError,
+    InternalError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from imagegate.fanout import fan_out
+from imagegate.providers.base import (
+    MEDIA_TYPES,
+    Blob,
+    Done,
+    Image,
+    Partial,
+    ProviderJob,
+    ReferenceImage,
+    TextChunk,
+    Usage,
+)
+from imagegate.ratelimit import NO_LEASE, Lease
+from imagegate.sizing import AppliedSize
+from imagegate.store import GenerationRecord, KeyRecord
+from imagegate.wire import ImageRequest
+
+if TYPE_CHECKING:
+    from imagegate.gateway import Gateway
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How long a finished run waits for its consumer before recording "not delivered".
+CONSUMER_GRACE_S = 600.0
+
+
+
+# --- what a Generation emits to the API layer ---
+
+
+@dataclass(frozen=True, slots=True)
+class PartialOut:
+    image_index: int  # which output it previews
+    partial_index: int  # 0, 1, … per output, as OpenAI numbers partial images
+    b64: bytes
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextOut:
+    text: str
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOut:
+    index: int
+    b64: bytes
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    usage: dict[str, Any]
+    attempt: Attempt  # the endpoint that answered
+    #: What was delivered: [{width, height, media_type, bytes, sha256}] per image (the sha256
+    #: is filled in after delivery, before the generation is recorded).
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: ImagegateError
+
+
+GatewayEvent = PartialOut | TextOut | ImageOut | Finished | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One endpoint, with the request already translated for it."""
+
+    endpoint: Endpoint
+    size: AppliedSize
+    output: OutputPlan
+    quality: str | None
+    seed: int | None
+    dropped: tuple[str, ...]
+    options: Mapping[str, Any]
+
+    def applied(self) -> dict[str, Any]:
+        """What the client gets on this endpoint (headers and the generation record)."""
+        applied: dict[str, Any] = {
+            "provider_slug": self.endpoint.provider_slug,
+            "width": self.size.width,
+            "height": self.size.height,
+            "resolution": self.size.resolution,
+            "aspect_ratio": self.size.aspect_ratio,
+            "output_format": self.output.final_format,
+            "dropped": list(self.dropped),
+            "clamped": sorted(self.size.clamped),
+            "adjustments": list(self.size.adjustments),
+            "converted": self.output.converts,
+        }
+        if self.quality is not None:
+            applied["quality"] = self.quality
+        if self.output.compression is not None:
+            applied["output_compression"] = self.output.compression
+        if self.output.transparent:
+            applied["background"] = "transparent"
+        return applied
+
+
+@dataclass
+class _Outcome:
+    """What a run found out, for the generation record."""
+
+    tried: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    #: Each output's description and its base64, hashed while the outcome is settled (_hash_images).
+    unhashed: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+    usage: Usage | None = None
+    cost: Cost = field(default_factory=lambda: Cost(billing.ZERO, billing.ZERO, billing.ZERO))
+    error: ImagegateError | None = None
+    answered: Attempt | None = None
+    first_event_at: float | None = None
+    #: The upstream call was cancelled (the client left and the operator cancels then).
+    cancelled: bool = False
+
+
+@dataclass
+class Generation:
+    """A prepared generation. ``start()`` runs it; ``events()`` reads what it produces.
+
+    The consumer (the API layer) wraps its reading in ``consuming()`` and calls
+    ``mark_delivered()`` once the client has the final result; the run waits for that before
+    it records the outcome, so a result the client never received is never billed.
+    """
+
+    id: str
+    request: ImageRequest
+    key: KeyRecord
+    model: Model
+    attempts: list[Attempt]
+    references: tuple[ReferenceImage, ...]
+    gateway: Gateway
+    streamed: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+    delivered: bool = False
+    origin: str | None = None  # the client's HTTP-Referer
+    app_title: str | None = None  # the client's X-OpenRouter-Title / X-Title
+    #: The rate-limit slot this generation holds until it ends (not until the client leaves).
+    lease: Lease = NO_LEASE
+    _queue: asyncio.Queue[GatewayEvent | None] = field(default_factory=asyncio.Queue)
+    _consumed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def primary(self) -> Attempt:
+        return self.attempts[0]
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"generation {self.id}")
+        self.gateway.track(self._task)
+
+    async def events(self) -> AsyncIterator[GatewayEvent]:
+        while (event := await self._queue.get()) is not None:
+            yield event
+
+    @contextlib.contextmanager
+    def consuming(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._consumed.set()
+            if not self.delivered and self.gateway.options.cancel_on_disconnect and self._task:
+                self._task.cancel()  # the operator chose to stop paying for abandoned work
+
+    def mark_delivered(self) -> None:
+        self.delivered = True
+
+    # --- the run ---
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        outcome = _Outcome()
+        try:
+            await self._try_attempts(outcome)
+        except asyncio.CancelledError:
+            outcome.cancelled = True
+            raise
+        except Exception:  # a bug of ours: masked for the client, logged in full
+            log.exception("generation %s crashed", self.id)
+            outcome.error = InternalError("Internal server error")
+            await self._queue.put(Failed(outcome.error))
+        finally:
+            self.gateway.recording(self.id)
+            await self.lease.release()
+            await self._queue.put(None)
+            try:
+                await asyncio.wait_for(self._consumed.wait(), CONSUMER_GRACE_S)
+            except TimeoutError:
+                log.warning("generation %s: consumer never finished reading", self.id)
+            try:
+                await self._record(started, outcome)
+            finally:
+                self.gateway.recorded(self.id)
+
+    async def _try_attempts(self, outcome: _Outcome) -> None:
+        sent_to_client = False
+        for attempt in self.attempts:
+            attempt_started = time.monotonic()
+            held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
+            images: list[dict[str, Any]] = []
+            unhashed: list[tuple[dict[str, Any], bytes]] = []
+            try:
+                async for event in self._run_attempt(attempt):
+                    if outcome.first_event_at is None:
+                        outcome.first_event_at = time.monotonic()
+                    if isinstance(event, Usage):
+                        outcome.usage = _measured_usage(event, images, self._references_for(attempt))
+                        continue
+                    if isinstance(event, ImageOut):
+                        images.append(_describe(event))
+                        unhashed.append((images[-1], event.b64))
+                    if self.streamed:
+                        sent_to_client = True
+                        await self._queue.put(event)
+                    else:
+                        held.append(event)
+            except ImagegateError as exc:
+                outcome.tried.append(_attempt_record(attempt, attempt_started, exc))
+                outcome.error = exc
+                outcome.usage = None
+                self.gateway.observe(attempt, ok=False, started=attempt_started, status=exc.status, error=exc)
+                can_fall_back = self.gateway.may_fall_back(exc) and not sent_to_client
+                if can_fall_back and attempt is not self.attempts[-1]:
+                    log.info("generation %s: %s failed (%s); falling back", self.id,
+                             attempt.endpoint.provider_slug, exc.message)
+                    continue
+                await self._queue.put(Failed(exc))
+                return
+            outcome.tried.append(_attempt_record(attempt, attempt_started, None))
+            megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in images) / 1_000_000
+            self.gateway.observe(attempt, ok=True, started=attempt_started, megapixels=megapixels)
+            outcome.answered, outcome.error, outcome.images = attempt, None, images
+            outcome.unhashed = unhashed
+            for event in held:
+                await self._queue.put(event)
+            usage = outcome.usage or _measured_usage(Usage(), images, self._references_for(attempt))
+            outcome.usage = usage
+            outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
+            await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, images))
+            return
+
+    async def _run_attempt(self, attempt: Attempt) -> AsyncIterator[GatewayEvent | Usage]:
+        provider = self.gateway.providers[attempt.endpoint.provider]
+        timeout = float(attempt.endpoint.settings.get("timeout_s", self.gateway.provider_timeout_s))
+        produced = 0
+        partials: dict[int, int] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                per_call = attempt.endpoint.settings.get("images_per_call")
+                async for event in fan_out(provider, self._job(attempt, timeout), per_call):
+                    if isinstance(event, Partial):
+                        number = partials[event.index] = partials.get(event.index, -1) + 1
+                        yield PartialOut(event.index, number, event.image.b64, event.media_type)
+                    elif isinstance(event, TextChunk):
+                        yield TextOut(event.text, event.phase)
+                    elif isinstance(event, Image):
+                        blob, media_type = await _shape_output(event, attempt.output)
+                        yield ImageOut(produced, blob.b64, media_type)
+                        produced += 1
+                    elif isinstance(event, Done):
+                        yield event.usage
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{attempt.endpoint.provider_name} did not answer within {timeout:g} s"
+            ) from None
+        if produced == 0:
+            raise UpstreamError(f"{attempt.endpoint.provider_name} returned no image")
+
+    def _references_for(self, attempt: Attempt) -> tuple[ReferenceImage, ...]:
+        """References go only to endpoints that take them; elsewhere they are a dropped parameter."""
+        return self.references if "input_references" in attempt.endpoint.supported_parameters else ()
+
+    def _job(self, attempt: Attempt, timeout: float) -> ProviderJob:
+        request, listed = self.request, attempt.endpoint.supported_parameters
+        return ProviderJob(
+            upstream_model=attempt.endpoint.upstream_model,
+            prompt=request.prompt,
+            n=request.n or 1,
+            size=attempt.size,
+            output_format=attempt.output.native_format,
+            quality=attempt.quality,
+            background=request.background if "background" in listed else None,
+            output_compression=attempt.output.compression if "output_compression" in listed else None,
+            seed=attempt.seed,
+            references=self._references_for(attempt),
+            options=attempt.options,
+            stream=self.streamed and attempt.endpoint.supports_streaming,
+            deadline=time.monotonic() + timeout,
+            settings=attempt.endpoint.settings,
+        )
+
+    async def _settle(self, cost: Decimal | None) -> Decimal:
+        """Charge what was delivered (``cost``) and release the rest; nothing when ``None``."""
+        store = self.gateway.store
+        try:
+            if cost is None:
+                await _persistently(lambda: store.release(self.id))
+                return billing.ZERO
+            return await _persistently(lambda: store.settle(self.id, cost))
+        except Exception:  # the record below still tells what happened
+            log.exception("generation %s: could not settle its reservation", self.id)
+            return billing.ZERO if cost is None else cost
+        finally:
+            # Renewed until here, so a settle that had to wait never finds its money reaped.
+            self.gateway.holding.discard(self.id)
+
+    async def _record(self, started: float, outcome: _Outcome) -> None:
+        error, answered = outcome.error, outcome.answered
+        last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
+        succeeded = error is None and answered is not None
+        billed = succeeded and self.delivered
+        status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
+        usage = outcome.usage
+        # Hashing the outputs (on the imaging pool) overlaps settling; the client has them already.
+        hashing = _hash_images(outcome.unhashed) if succeeded and outcome.unhashed else None
+        charged = await self._settle(outcome.cost.total if billed else None)
+        if hashing is not None:
+            await hashing
+        record = GenerationRecord(
+            id=self.id,
+            key_id=self.key.id,
+            model=self.model.id,
+            provider_name=last.endpoint.provider_name if last else "",
+            provider_slug=last.endpoint.provider_slug if last else None,
+            status=status,
+            http_status=200 if error is None else error.status,
+            error_message=None if error is None else error.message,
+            streamed=self.streamed,
+            cancelled=status == "cancelled",
+            latency_ms=None if outcome.first_event_at is None else round((outcome.first_event_at - started) * 1000),
+            generation_time_ms=round((time.monotonic() - started) * 1000),
+            cost_usd=charged,
+            num_images=len(outcome.images) if succeeded else 0,
+            num_references=len(self._references_for(last)) if last else 0,
+            usage={} if usage is None else billing.usage_to_wire(usage, outcome.cost, billed=billed),
+            applied=(last or self.primary).applied(),
+            images=outcome.images if succeeded else [],
+            attempts=outcome.tried,
+            session_id=self.request.session_id,
+            user=self.request.user,
+            origin=self.origin,
+            app_title=self.app_title,
+        )
+        try:
+            await _persistently(lambda: self.gateway.store.record_generation(record))
+        except Exception:
+            log.exception("generation %s: could not store its record", self.id)
+
+
+async def _shape_output(event: Image, plan: OutputPlan) -> tuple[Blob, str]:
+    """Convert only what the client asked for and the upstream could not give."""
+    if not plan.converts and event.media_type == MEDIA_TYPES.get(plan.final_format, event.media_type):
+        return event.image, event.media_type
+    if event.media_type == MEDIA_TYPES["svg"]:
+        return event.image, event.media_type  # vectors are never rasterized
+    converted = await imaging.transcode_async(
+        event.image.raw,
+        to_format=plan.final_format,
+        compression=plan.compression,
+        transparent=plan.convert_transparency,
+    )
+    return Blob.from_raw(converted), MEDIA_TYPES[plan.final_format]
+
+
+def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: tuple[ReferenceImage, ...]) -> Usage:
+    """The provider's usage, with counts the gateway measured itself taking precedence.
+
+    References are sent with every upstream call, so a fanned-out generation consumes them
+    once per call.
+    """
+    output_pixels = sum((img["width"] or 0) * (img["height"] or 0) for img in images)
+    calls = max(1, reported.requests)
+    input_pixels = sum(ref.width * ref.height for ref in references) * calls
+    return Usage(
+        output_images=len(images) or reported.output_images,
+        output_megapixels=Decimal(output_pixels) / billing.PIXELS_PER_MEGAPIXEL
+        if output_pixels
+        else reported.output_megapixels,
+        output_image_tokens=reported.output_image_tokens,
+        input_images=len(references) * calls,
+        input_megapixels=Decimal(input_pixels) / billing.PIXELS_PER_MEGAPIXEL,
+        input_image_tokens=reported.input_image_tokens,
+        input_text_tokens=reported.input_text_tokens,
+        input_fonts=reported.input_fonts,
+        requests=reported.requests,
+    )
+
+
+#: Base64 decoded to read an output's dimensions from its header (48 KiB of image).
+HEADER_B64_CHARS = 64 * 1024
+#: Base64 decoded at a time while hashing an output (a multiple of 4: chunks decode alone).
+HASH_CHUNK_B64_CHARS = 1 << 20
+
+
+async def _persistently(write: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+    """A write that must not be lost to a busy database: retried with backoff (~30 s in all)."""
+    for attempt in range(attempts):
+        try:
+            return await write()
+        except SQLAlchemyTimeoutError:  # every pooled connection was in use
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _describe(image: ImageOut) -> dict[str, Any]:
+    """Dimensions and size of an output: what the record keeps instead of the payload.
+
+    Nothing is decoded whole: the dimensions come from the header (the first 48 KiB, or the
+    whole image when its metadata runs past that), the size from the base64 length. The
+    ``sha256`` is filled in by :func:`_hash_images` once the client has the image.
+    """
+    b64 = image.b64
+    try:
+        try:
+            info = imaging.probe(pybase64.b64decode(b64[:HEADER_B64_CHARS], validate=True))
+        except ValueError:
+            if len(b64) <= HEADER_B64_CHARS:
+                raise
+            info = imaging.probe(Blob.from_b64(b64).raw)  # metadata past the first 48 KiB
+        width, height = info.width, info.height
+    except ValueError:  # binascii.Error is one too
+        width = height = None
+    return {
+        "width": width,
+        "height": height,
+        "media_type": image.media_type,
+        "bytes": _decoded_length(b64),
+        "sha256": None,
+    }
+
+
+def _decoded_length(b64: bytes) -> int:
+    """Bytes of image a base64 text holds (padded or not)."""
+    padding = 2 if b64.endswith(b"==") else 1 if b64.endswith(b"=") else 0
+    return (len(b64) - padding) * 3 // 4
+
+
+def _sha256_b64(b64: bytes) -> str | None:
+    """sha256 of the image a base64 text holds, decoded a chunk at a time; None when invalid."""
+    digest = hashlib.sha256()
+    with memoryview(b64) as view:
+        try:
+            for start in range(0, len(view), HASH_CHUNK_B64_CHARS):
+                digest.update(pybase64.b64decode(view[start : start + HASH_CHUNK_B64_CHARS], validate=True))
+        except ValueError:
+            return None
+    return digest.hexdigest()
+
+
+def _hash_images(unhashed: list[tuple[dict[str, Any], bytes]]) -> asyncio.Future[None]:
+    """Fill in each output's ``sha256``, computed on the imaging pool (started at once)."""
+
+    def hash_all() -> None:
+        for info, b64 in unhashed:
+            info["sha256"] = digest = _sha256_b64(b64)
+            if digest is None:
+                log.warning("an output of %s bytes is not valid base64; its sha256 is unknown", info["bytes"])
+
+    return asyncio.get_running_loop().run_in_executor(imaging.EXECUTOR, hash_all)
+
+
+def _attempt_record(attempt: Attempt, started: float, error: ImagegateError | None) -> dict[str, Any]:
+    return {
+        "provider_name": attempt.endpoint.provider_name,
+        "provider_slug": attempt.endpoint.provider_slug,
+        "status": 200 if error is None else error.status,
+        "latency_ms": round((time.monotonic() - started) * 1000),
+        "error": None if error is None else error.message,
+    }
+
+
+def _attempt_by_slug(attempts: list[Attempt], slug: str | None) -> Attempt | None:
+    return next((a for a in attempts if a.endpoint.provider_slug == slug), None)
