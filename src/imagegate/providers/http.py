@@ -100,12 +100,7 @@ class HttpPool:
         max_bytes: int = MAX_BODY_BYTES,
     ) -> Reply:
         """Send one request and read the whole answer, within ``deadline`` (monotonic)."""
-        kwargs: dict[str, Any] = {"headers": headers, "timeout": _timeout(deadline)}
-        if json is not None:
-            kwargs["data"] = orjson.dumps(json)
-            kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
-        elif data is not None:
-            kwargs["data"] = data
+        kwargs = _request_options(deadline, headers, json, data)
         try:
             async with self.session.request(method, url, **kwargs) as response:
                 body = await _read_capped(response, max_bytes, provider_name)
@@ -131,12 +126,7 @@ class HttpPool:
 
         A non-2xx answer is read whole and raised through ``on_error`` (or the common table).
         """
-        kwargs: dict[str, Any] = {"headers": headers, "timeout": _timeout(deadline)}
-        if json is not None:
-            kwargs["data"] = orjson.dumps(json)
-            kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
-        elif data is not None:
-            kwargs["data"] = data
+        kwargs = _request_options(deadline, headers, json, data)
         try:
             async with self.session.request(method, url, **kwargs) as response:
                 if not 200 <= response.status < 300:
@@ -298,6 +288,17 @@ async def polling(provider_name: str, *, deadline: float | None, first_delay: fl
 
 
 # --- helpers ---
+
+
+def _request_options(deadline: float | None, headers: Mapping[str, str] | None, json: Any, data: Any) -> dict[str, Any]:
+    """aiohttp request arguments: the deadline as a timeout, and a JSON or raw body."""
+    options: dict[str, Any] = {"headers": headers, "timeout": _timeout(deadline)}
+    if json is not None:
+        options["data"] = orjson.dumps(json)
+        options["headers"] = {"Content-Type": "application/json", **(headers or {})}
+    elif data is not None:
+        options["data"] = data
+    return options
 
 
 def _timeout(deadline: float | None) -> aiohttp.ClientTimeout:
