@@ -10,7 +10,7 @@ import io
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +18,6 @@ import google.auth
 import google.auth.exceptions
 import httpx
 import pytest
-import pytest_asyncio
 from PIL import Image as PILImage
 
 from imagegate import errors
@@ -131,13 +130,6 @@ def write_service_account(emu: Emulator, tmp_path: Path) -> str:
 @pytest.fixture
 def emu(emulator: Callable[..., Emulator]) -> Emulator:
     return emulator("google")
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def http() -> AsyncIterator[HttpPool]:
-    pool = HttpPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from decimal import Decimal
 
 import httpx
 import openai as openai_sdk
 import orjson
 import pytest
-import pytest_asyncio
 from PIL import Image as PILImage
 
 from imagegate import errors
@@ -36,13 +35,6 @@ PROMPT = "a lighthouse at dusk"  # 20 characters: 5 text tokens in the emulator
 @pytest.fixture
 def emu(emulator: Callable[..., Emulator]) -> Emulator:
     return emulator("openai")
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def http() -> AsyncIterator[HttpPool]:
-    pool = HttpPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
