@@ -172,13 +172,14 @@ class Gateway:
         references = await self.references.load(reference_urls) if reference_urls else ()
         generation_id = new_generation_id()
         # The worst case over every endpoint it may fall back to: a 402 now, never a debt later.
-        await self.store.reserve(
-            key_id=key.id,
+        reserved = await self.store.admit(
+            key,
             generation_id=generation_id,
             amount_usd=max(self._worst_case_cost(a, request, references) for a in attempts),
             ttl_s=self.options.reservation_ttl_s,
         )
-        self.holding.add(generation_id)
+        if reserved:
+            self.holding.add(generation_id)
         return Generation(
             id=generation_id,
             request=request,
@@ -188,6 +189,7 @@ class Gateway:
             references=references,
             gateway=self,
             streamed=stream,
+            reserved=reserved,
         )
 
     @staticmethod

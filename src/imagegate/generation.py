@@ -13,13 +13,12 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pybase64
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from imagegate import billing, imaging
 from imagegate.billing import Cost
@@ -47,7 +46,7 @@ from imagegate.providers.base import (
 )
 from imagegate.ratelimit import NO_LEASE, Lease
 from imagegate.sizing import AppliedSize
-from imagegate.store import GenerationRecord, KeyRecord
+from imagegate.store import GenerationRecord, KeyRecord, Settlement
 from imagegate.wire import ImageRequest
 
 if TYPE_CHECKING:
@@ -171,6 +170,8 @@ class Generation:
     references: tuple[ReferenceImage, ...]
     gateway: Gateway
     streamed: bool = False
+    #: Money is held for it (else it is charged directly: no key limit, unmetered account).
+    reserved: bool = True
     created: int = field(default_factory=lambda: int(time.time()))
     delivered: bool = False
     origin: str | None = None  # the client's HTTP-Referer
@@ -329,21 +330,6 @@ class Generation:
             settings=attempt.endpoint.settings,
         )
 
-    async def _settle(self, cost: Decimal | None) -> Decimal:
-        """Charge what was delivered (``cost``) and release the rest; nothing when ``None``."""
-        store = self.gateway.store
-        try:
-            if cost is None:
-                await _persistently(lambda: store.release(self.id))
-                return billing.ZERO
-            return await _persistently(lambda: store.settle(self.id, cost))
-        except Exception:  # the record below still tells what happened
-            log.exception("generation %s: could not settle its reservation", self.id)
-            return billing.ZERO if cost is None else cost
-        finally:
-            # Renewed until here, so a settle that had to wait never finds its money reaped.
-            self.gateway.holding.discard(self.id)
-
     async def _record(self, started: float, outcome: _Outcome) -> None:
         error, answered = outcome.error, outcome.answered
         last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
@@ -351,11 +337,8 @@ class Generation:
         billed = succeeded and self.delivered
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage = outcome.usage
-        # Hashing the outputs (on the imaging pool) overlaps settling; the client has them already.
-        hashing = _hash_images(outcome.unhashed) if succeeded and outcome.unhashed else None
-        charged = await self._settle(outcome.cost.total if billed else None)
-        if hashing is not None:
-            await hashing
+        if succeeded and outcome.unhashed:
+            await _hash_images(outcome.unhashed)
         record = GenerationRecord(
             id=self.id,
             key_id=self.key.id,
@@ -369,7 +352,6 @@ class Generation:
             cancelled=status == "cancelled",
             latency_ms=None if outcome.first_event_at is None else round((outcome.first_event_at - started) * 1000),
             generation_time_ms=round((time.monotonic() - started) * 1000),
-            cost_usd=charged,
             num_images=len(outcome.images) if succeeded else 0,
             num_references=len(self._references_for(last)) if last else 0,
             usage={} if usage is None else billing.usage_to_wire(usage, outcome.cost, billed=billed),
@@ -381,10 +363,18 @@ class Generation:
             origin=self.origin,
             app_title=self.app_title,
         )
+        # Charged what was delivered, nothing otherwise; the record goes in the same transaction.
+        settlement = Settlement(
+            self.id, outcome.cost.total if billed else None, reserved=self.reserved,
+            key_id=self.key.id, account_id=self.key.account_id, record=record,
+        )
         try:
-            await _persistently(lambda: self.gateway.store.record_generation(record))
+            await self.gateway.store.finish(settlement)
         except Exception:
-            log.exception("generation %s: could not store its record", self.id)
+            log.exception("generation %s: could not settle and record it", self.id)
+        finally:
+            # Renewed until here, so a settlement that had to wait never finds its money reaped.
+            self.gateway.holding.discard(self.id)
 
 
 async def _shape_output(event: Image, plan: OutputPlan) -> tuple[Blob, str]:
@@ -430,18 +420,6 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
 HEADER_B64_CHARS = 64 * 1024
 #: Base64 decoded at a time while hashing an output (a multiple of 4: chunks decode alone).
 HASH_CHUNK_B64_CHARS = 1 << 20
-
-
-async def _persistently(write: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
-    """A write that must not be lost to a busy database: retried with backoff (~30 s in all)."""
-    for attempt in range(attempts):
-        try:
-            return await write()
-        except SQLAlchemyTimeoutError:  # every pooled connection was in use
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
 
 
 def _describe(image: ImageOut) -> dict[str, Any]:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         "(it crashed) is released.",
     )
     reap_interval_s: float = Field(15.0, gt=0, description="How often expired reservations are released.")
+    cache_ttl_s: float = Field(
+        1.0, ge=0,
+        description="Seconds an authenticated key, and whether an account is metered, are kept in "
+        "memory: a key revoked or disabled, or a first top-up, made through another process takes "
+        "effect within this time (through this one, at once). 0 reads the database every time.",
+    )
 
     bootstrap_key: bool = Field(
         True, description="On start with no API keys, create one and print it."

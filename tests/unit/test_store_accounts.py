@@ -22,8 +22,9 @@ import pytest
 import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from imagegate.store import (
     ACCOUNT_CREDITS,
@@ -31,6 +32,7 @@ from imagegate.store import (
     GenerationRecord,
     KeyDisabled,
     LimitExceeded,
+    Settlement,
     Store,
     new_generation_id,
 )
@@ -757,7 +759,7 @@ async def test_delete_key_revokes_it_and_keeps_its_usage(store: Store, key) -> N
 
 def _generation(key_id: int | None, model: str, at: datetime, cost: str, **kw) -> GenerationRecord:
     return GenerationRecord(
-        id=new_generation_id(at.timestamp()), key_id=key_id, model=model, created_at=at,
+        id=kw.pop("id", None) or new_generation_id(at.timestamp()), key_id=key_id, model=model, created_at=at,
         cost_usd=D(cost), num_images=kw.pop("num_images", 1), **kw,
     )
 
@@ -835,3 +837,117 @@ async def test_renewed_reservations_survive_reaping_and_unrenewed_ones_are_relea
         assert account.reserved_usd == 0 and account.balance_usd == Decimal("0.8")
     finally:
         await store.close()
+
+
+# --- settlements in batches, direct charges, admission ---
+
+
+async def test_settlements_finishing_together_share_one_transaction_and_book_exactly(
+    store: Store, key
+) -> None:
+    await store.add_credits(D(1))
+    charged, released, overrun = (await _reserve(store, key.id, "0.5"), await _reserve(store, key.id, "0.3"),
+                               await _reserve(store, key.id, "0.1"))
+    settlements = [
+        Settlement(charged, D("0.2"), record=_generation(key.id, "x/one", datetime.now(UTC), "0", id=charged)),
+        Settlement(released, None, record=_generation(key.id, "x/one", datetime.now(UTC), "0", id=released,
+                                                       status="failed", http_status=502)),
+        Settlement(overrun, D("0.7"), record=_generation(key.id, "x/one", datetime.now(UTC), "0", id=overrun)),
+    ]
+    commits = 0
+
+    def count(*_args) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(store.engine.sync_engine, "commit", count)
+    try:
+        results = await asyncio.gather(*(store.finish(s) for s in settlements))
+    finally:
+        event.remove(store.engine.sync_engine, "commit", count)
+    assert commits == 1
+    assert results == [D("0.2"), D(0), D("0.1")]  # the last is capped at its reservation
+    account = await store.get_account()
+    assert account.balance_usd == D("0.7") and account.reserved_usd == 0
+    recorded = {g.id: g.cost_usd for g in await store.list_generations()}
+    assert recorded == {charged: D("0.2"), released: D(0), overrun: D("0.1")}
+    assert (await store.key_usage(key.id)).usage == D("0.3")
+    await _audit(store)
+
+
+async def test_a_failing_settlement_does_not_take_the_rest_of_its_batch_down(store: Store, key) -> None:
+    first, second = await _reserve(store, key.id, "0.5"), await _reserve(store, key.id, "0.5")
+    duplicate = _generation(key.id, "x/one", datetime.now(UTC), "0")
+    await store.record_generation(duplicate)
+    results = await asyncio.gather(
+        store.finish(Settlement(first, D("0.1"), record=_generation(key.id, "m", datetime.now(UTC), "0", id=first))),
+        store.finish(Settlement(second, D("0.1"), record=duplicate)),
+        return_exceptions=True,
+    )
+    assert results[0] == D("0.1")
+    assert isinstance(results[1], IntegrityError)
+    assert {g.id for g in await store.list_generations()} == {first, duplicate.id}
+    assert (await store.key_usage(key.id)).usage == D("0.1")  # the failed one booked nothing
+    await _audit(store)
+
+
+async def test_unmetered_account_and_key_without_limit_hold_nothing_and_are_charged_directly(
+    store: Store, key
+) -> None:
+    generation_id = new_generation_id()
+    assert not await store.admit(key, generation_id=generation_id, amount_usd=D(5), ttl_s=60)
+    async with store.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Reservation)) == 0
+    record = _generation(key.id, "x/one", datetime.now(UTC), "0", id=generation_id)
+    settlement = Settlement(generation_id, D("0.04"), reserved=False, key_id=key.id,
+                            account_id=key.account_id, record=record)
+    assert await store.finish(settlement) == D("0.04")
+    assert (await store.key_usage(key.id)).usage == D("0.04")
+    assert (await store.get_account()).total_usage_usd == D("0.04")
+    assert (await store.get_generation(generation_id)).cost_usd == D("0.04")
+    await _audit(store)
+
+
+async def test_admit_reserves_when_a_key_limit_or_a_metered_account_could_refuse(store: Store) -> None:
+    _, limited = await store.create_key("limited", limit_usd=D(1))
+    assert await store.admit(limited, generation_id=new_generation_id(), amount_usd=D("0.5"), ttl_s=60)
+    with pytest.raises(LimitExceeded):
+        await store.admit(limited, generation_id=new_generation_id(), amount_usd=D("0.6"), ttl_s=60)
+    _, free = await store.create_key("free")
+    assert not await store.admit(free, generation_id=new_generation_id(), amount_usd=D(9), ttl_s=60)
+    await store.add_credits(D(1))
+    assert await store.admit(free, generation_id=new_generation_id(), amount_usd=D("0.2"), ttl_s=60)
+    with pytest.raises(LimitExceeded) as refused:
+        await store.admit(free, generation_id=new_generation_id(), amount_usd=D(9), ttl_s=60)
+    assert refused.value.source == ACCOUNT_CREDITS
+    await _audit(store)
+
+
+async def test_cached_state_follows_this_stores_changes_at_once_and_others_within_the_ttl(
+    store: Store,
+) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    cached, other = Store(url, cache_ttl_s=0.5), Store(url)
+    try:
+        secret, key = await cached.create_key("k")
+        _, spender = await cached.create_key("spender")
+        assert await cached.authenticate(secret) is not None
+        assert not await cached.admit(spender, generation_id=new_generation_id(), amount_usd=D(5), ttl_s=60)
+        # Another process revokes the key and meters the account: seen once the TTL is over.
+        await other.revoke_key(key.id)
+        await other.add_credits(D(1))
+        assert await cached.authenticate(secret) is not None
+        assert not await cached.admit(spender, generation_id=new_generation_id(), amount_usd=D(5), ttl_s=60)
+        await asyncio.sleep(0.6)
+        assert await cached.authenticate(secret) is None
+        with pytest.raises(LimitExceeded):  # metered now, and 5 USD is more than it holds
+            await cached.admit(spender, generation_id=new_generation_id(), amount_usd=D(5), ttl_s=60)
+        # Changes made through the caching store itself apply at once.
+        secret, key = await cached.create_key("k2")
+        assert await cached.authenticate(secret) is not None
+        await cached.update_key(key.id, disabled=True)
+        assert (await cached.authenticate(secret)).disabled
+        await cached.revoke_key(key.id)
+        assert await cached.authenticate(secret) is None
+    finally:
+        await asyncio.gather(cached.close(), other.close())

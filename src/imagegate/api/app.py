@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout_s,
+            cache_ttl_s=settings.cache_ttl_s,
         )
         reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s), name="reservation reaper")
         http = HttpPool()

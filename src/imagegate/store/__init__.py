@@ -21,14 +21,17 @@ crashed processes had reserved.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from imagegate.store.accounts import AccountRecord, AccountRepository, KeyUsage
 from imagegate.store.activity import ActivityRepository
+from imagegate.store.batching import GroupCommit
 from imagegate.store.db import (
     DEFAULT_DATABASE_URL,
     create_engine,
@@ -46,8 +49,10 @@ from imagegate.store.ids import KEY_PREFIX, hash_secret, new_generation_id
 from imagegate.store.keys import UNSET, KeyRecord, KeyRepository, Unset
 from imagegate.store.migrate import upgrade
 from imagegate.store.models import DEFAULT_ACCOUNT_ID
+from imagegate.store.money import nano_to_usd
 from imagegate.store.periods import LIMIT_RESETS
 from imagegate.store.reservations import ReservationRepository
+from imagegate.store.settlement import Settlement
 
 __all__ = [
     "ACCOUNT_CREDITS",
@@ -64,6 +69,7 @@ __all__ = [
     "KeyRecord",
     "KeyUsage",
     "LimitExceeded",
+    "Settlement",
     "Store",
     "hash_secret",
     "new_generation_id",
@@ -71,23 +77,34 @@ __all__ = [
 ]
 
 Money = Decimal | int | str
+#: Tries at a settlement batch while the connection pool is exhausted (~30 s in all).
+_POOL_ATTEMPTS = 6
 
 
 class Store:
     """The gateway's database: keys, money and generations behind one async facade."""
 
-    def __init__(self, database_url: str | URL = DEFAULT_DATABASE_URL, **engine_options: Any) -> None:
-        """``engine_options`` go to SQLAlchemy (``pool_size``, ``max_overflow``, ``pool_timeout`` …)."""
+    def __init__(
+        self, database_url: str | URL = DEFAULT_DATABASE_URL, *, cache_ttl_s: float = 0.0, **engine_options: Any
+    ) -> None:
+        """``engine_options`` go to SQLAlchemy (``pool_size``, ``max_overflow``, ``pool_timeout`` …).
+
+        ``cache_ttl_s`` > 0 keeps authenticated keys, and whether an account is metered, in
+        memory that long: what another process changes (a revoked key, a first top-up) is
+        seen within it; what this store changes, at once.
+        """
         self.engine = create_engine(database_url, **engine_options)
         self.sessionmaker = create_sessionmaker(self.engine)
         writer = immediate(self.engine)
-        self._keys = KeyRepository(self.sessionmaker)
+        self._keys = KeyRepository(self.sessionmaker, cache_ttl_s=cache_ttl_s)
         self._accounts = AccountRepository(self.engine, writer)
-        self._reservations = ReservationRepository(self.engine, writer)
+        self._reservations = ReservationRepository(self.engine, writer, cache_ttl_s=cache_ttl_s)
         self._generations = GenerationRepository(self.sessionmaker)
         self._activity = ActivityRepository(self.sessionmaker)
+        self._settlements = GroupCommit(self._settle_batch)
 
     async def close(self) -> None:
+        await self._settlements.wait_idle()
         await self.engine.dispose()
 
     # keys
@@ -162,7 +179,10 @@ class Store:
         self, amount_usd: Money, *, account_id: int = DEFAULT_ACCOUNT_ID, note: str = ""
     ) -> AccountRecord:
         """Top up (``amount_usd`` > 0, else ``ValueError``); the first top-up meters it."""
-        return await self._accounts.add_credits(amount_usd, account_id=account_id, note=note)
+        try:
+            return await self._accounts.add_credits(amount_usd, account_id=account_id, note=note)
+        finally:
+            self._reservations.forget_account(account_id)
 
     async def get_account(self, account_id: int = DEFAULT_ACCOUNT_ID) -> AccountRecord:
         return await self._accounts.get_account(account_id)
@@ -198,6 +218,31 @@ class Store:
     async def release(self, generation_id: str) -> None:
         """Failed or cancelled: release the reservation, charge nothing; idempotent."""
         await self._reservations.release(generation_id)
+
+    async def admit(
+        self, key: KeyRecord, *, generation_id: str, amount_usd: Money, ttl_s: float
+    ) -> bool:
+        """Reserve ``amount_usd`` where it could be refused (the key has a limit or the account
+        is metered); whether money is held. ``LimitExceeded`` / ``KeyDisabled`` as ``reserve``."""
+        return await self._reservations.admit(
+            key_id=key.id, key_limited=key.limit_usd is not None, account_id=key.account_id,
+            generation_id=generation_id, amount_usd=amount_usd, ttl_s=ttl_s,
+        )
+
+    async def finish(self, settlement: Settlement) -> Decimal:
+        """Settle (or release) a generation and write its record, batched with others that
+        finish at the same time (one transaction per batch); the USD charged."""
+        return nano_to_usd(await self._settlements.submit(settlement))
+
+    async def _settle_batch(self, batch: list[Settlement]) -> list[int | Exception]:
+        for attempt in range(_POOL_ATTEMPTS):  # a burst may hold every pooled connection
+            try:
+                return await self._reservations.settle_all(batch)
+            except SQLAlchemyTimeoutError:
+                if attempt == _POOL_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def renew(self, generation_ids: list[str], ttl_s: float, now: datetime | None = None) -> int:
         """Keep this process's reservations alive for another ``ttl_s``; how many."""

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagegate.store.coltypes import as_utc, jsonable, to_decimal, utcnow
 from imagegate.store.models import Generation
-from imagegate.store.money import usd_to_nano
+from imagegate.store.money import nano_to_usd, usd_to_nano
 
 STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -72,10 +72,18 @@ class GenerationRecord:
         return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
     def to_row(self) -> Generation:
+        return Generation(**self.to_values())
+
+    def to_values(self, *, cost_nano: int | None = None) -> dict[str, Any]:
+        """The row's columns; ``cost_nano`` (what was actually charged) overrides ``cost_usd``."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("usage", "applied", "images", "attempts"):
             values[name] = jsonable(values[name])
-        return Generation(**values, cost_nano=usd_to_nano(self.cost_usd))
+        if cost_nano is None:
+            values["cost_nano"] = usd_to_nano(self.cost_usd)
+        else:
+            values["cost_nano"], values["cost_usd"] = cost_nano, nano_to_usd(cost_nano)
+        return values
 
 
 class GenerationRepository:

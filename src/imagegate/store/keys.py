@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagegate.store.cache import TTLCache
 from imagegate.store.coltypes import utcnow
 from imagegate.store.ids import (
     KEY_PREFIX,
@@ -91,10 +92,13 @@ class KeyRecord:
 
 
 class KeyRepository:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, cache_ttl_s: float = 0.0) -> None:
+        """``cache_ttl_s`` > 0 keeps authenticated keys in memory that long: a change made by
+        another process (revoked, disabled) is seen within it; this process's own changes at once."""
         self._sessionmaker = sessionmaker
         # key id -> monotonic time of our last last_used_at write (skips the UPDATE entirely)
         self._touched: dict[int, float] = {}
+        self._cache = TTLCache[str, KeyRecord](cache_ttl_s)
 
     async def create_key(
         self,
@@ -127,12 +131,17 @@ class KeyRepository:
     async def authenticate(self, secret: str) -> KeyRecord | None:
         if not secret or len(secret) > _MAX_SECRET_LENGTH:
             return None
+        digest = hash_secret(secret)
+        if (cached := self._cache.get(digest)) is not None:
+            return await self._touch(cached)
         async with self._sessionmaker() as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.hash == hash_secret(secret)))
+            row = await session.scalar(select(ApiKey).where(ApiKey.hash == digest))
             record = None if row is None else KeyRecord.from_row(row)
         if record is None or not record.active:
             return None
-        return await self._touch(record)
+        record = await self._touch(record)
+        self._cache.put(digest, record)
+        return record
 
     async def _touch(self, record: KeyRecord) -> KeyRecord:
         """Best-effort ``last_used_at`` update, at most once per minute per key."""
@@ -143,6 +152,7 @@ class KeyRepository:
         if seen is not None and time.monotonic() - seen < LAST_USED_RESOLUTION.total_seconds():
             return record
         self._touched[record.id] = time.monotonic()
+        self._cache.pop(record.hash)
         try:
             async with self._sessionmaker.begin() as session:
                 await session.execute(
@@ -227,7 +237,9 @@ class KeyRepository:
             )
             row = await session.get(ApiKey, key_id, populate_existing=True)
             assert row is not None
-            return KeyRecord.from_row(row)
+            record = KeyRecord.from_row(row)
+        self._cache.pop(record.hash)
+        return record
 
     async def _resolve_one(self, ident: str | int) -> KeyRecord | None:
         if isinstance(ident, int):

@@ -19,13 +19,13 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store import tx
-from imagegate.store.accounts import book, key_spent
+from imagegate.store.accounts import key_spent
+from imagegate.store.cache import TTLCache
 from imagegate.store.coltypes import to_decimal, utcnow
 from imagegate.store.errors import (
     ACCOUNT_CREDITS,
@@ -33,9 +33,10 @@ from imagegate.store.errors import (
     KeyDisabled,
     LimitExceeded,
 )
-from imagegate.store.models import Account, ApiKey, LedgerEntry, Reservation
+from imagegate.store.models import Account, ApiKey, Reservation
 from imagegate.store.money import nano_to_usd, usd_to_nano
 from imagegate.store.periods import period_start
+from imagegate.store.settlement import Settlement, settle_all
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,49 @@ REAPED_KEPT = timedelta(days=7)
 
 _accounts = Account.__table__
 _keys = ApiKey.__table__
-_ledger = LedgerEntry.__table__
 _reservations = Reservation.__table__
 
 
 class ReservationRepository:
-    def __init__(self, engine: AsyncEngine, writer: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: AsyncEngine, *, cache_ttl_s: float = 0.0) -> None:
+        """``cache_ttl_s`` > 0: whether an account is metered is remembered that long (a first
+        top-up by another process is seen within it; by this process's store at once)."""
         self._engine = engine
         self._writer = writer
+        self._metered = TTLCache[int, bool](cache_ttl_s)
+
+    async def admit(
+        self,
+        *,
+        key_id: int,
+        key_limited: bool,
+        account_id: int,
+        generation_id: str,
+        amount_usd: Decimal | int | str,
+        ttl_s: float,
+    ) -> bool:
+        """Reserve where something could be refused (a key limit, a metered account); whether
+        money is now held. Without either there is nothing to hold: the generation is charged
+        directly when it settles (``Settlement(reserved=False)``)."""
+        if key_limited or await self.is_metered(account_id):
+            await self.reserve(key_id=key_id, generation_id=generation_id, amount_usd=amount_usd, ttl_s=ttl_s)
+            return True
+        return False
+
+    async def is_metered(self, account_id: int) -> bool:
+        metered = self._metered.get(account_id)
+        if metered is None:
+            async with self._engine.connect() as conn:
+                balance = await conn.execute(select(_accounts.c.balance_nano).where(_accounts.c.id == account_id))
+                row = balance.one_or_none()
+            if row is None:
+                raise LookupError(f"no account with id {account_id}")
+            metered = row.balance_nano is not None
+            self._metered.put(account_id, metered)
+        return metered
+
+    def forget_account(self, account_id: int) -> None:
+        self._metered.pop(account_id)
 
     async def reserve(
         self,
@@ -144,65 +180,21 @@ class ReservationRepository:
         Settling again charges nothing and returns what was charged the first time.
         ``LookupError`` when the generation was never reserved (or was released).
         """
-        actual = usd_to_nano(actual_usd)
-        if actual < 0:
+        cost = to_decimal(actual_usd)
+        if cost < 0:
             raise ValueError(f"a cost cannot be negative, got {actual_usd!r}")
-
-        async def work(conn: AsyncConnection) -> int:
-            at = now or utcnow()
-            held = await _take(conn, generation_id)
-            if held is None:
-                charged = await conn.scalar(
-                    select(_ledger.c.amount_nano).where(_ledger.c.generation_id == generation_id)
-                )
-                if charged is None:
-                    raise LookupError(f"no reservation for generation {generation_id}")
-                return -charged
-            charge = min(actual, held.amount_nano)
-            if actual > held.amount_nano:
-                log.warning(
-                    "generation %s cost %s USD, more than its reservation of %s USD; "
-                    "charging the reservation",
-                    generation_id, nano_to_usd(actual), nano_to_usd(held.amount_nano),
-                )
-            released = 0 if held.reaped_at is not None else held.amount_nano
-            await _release_key(conn, held.key_id, released)
-            balance = await conn.scalar(
-                select(_accounts.c.balance_nano)
-                .where(_accounts.c.id == held.account_id)
-                .with_for_update()
-            )
-            if balance is not None and charge > balance:
-                log.warning(
-                    "generation %s: charge of %s USD capped at the balance of %s USD",
-                    generation_id, nano_to_usd(charge), nano_to_usd(balance),
-                )
-                charge = balance
-            await conn.execute(
-                update(_accounts)
-                .where(_accounts.c.id == held.account_id)
-                .values(
-                    reserved_nano=_accounts.c.reserved_nano - released,
-                    balance_nano=_accounts.c.balance_nano - charge,  # NULL stays NULL
-                )
-            )
-            await book(
-                conn, held.account_id, "charge", -charge, at, "",
-                key_id=held.key_id, generation_id=generation_id,
-            )
-            return charge
-
-        return nano_to_usd(await tx.write(self._writer, work))
+        [charged] = await self.settle_all([Settlement(generation_id, cost)], now=now)
+        if isinstance(charged, Exception):
+            raise charged
+        return nano_to_usd(charged)
 
     async def release(self, generation_id: str) -> None:
         """Release the generation's reservation, charging nothing; a no-op when none."""
+        await self.settle_all([Settlement(generation_id, None)])
 
-        async def work(conn: AsyncConnection) -> None:
-            held = await _take(conn, generation_id)
-            if held is not None and held.reaped_at is None:
-                await _release(conn, held.key_id, held.account_id, held.amount_nano)
-
-        await tx.write(self._writer, work)
+    async def settle_all(self, batch: list[Settlement], now: datetime | None = None) -> list[int | Exception]:
+        """Book a batch of settlements (and their records) in one transaction; see ``settlement.py``."""
+        return await tx.write(self._writer, lambda conn: settle_all(conn, batch, now or utcnow()))
 
     async def renew(self, generation_ids: list[str], ttl_s: float, now: datetime | None = None) -> int:
         """Push back the expiry of live reservations: the heartbeat of the process that holds them.
@@ -285,22 +277,6 @@ class ReservationRepository:
 
         await tx.write(self._writer, purge)
         return reaped
-
-
-async def _take(conn: AsyncConnection, generation_id: str) -> Any:
-    """Lock and delete the generation's reservation; its row, or ``None`` when none."""
-    held = (
-        await conn.execute(
-            select(_reservations)
-            .where(_reservations.c.generation_id == generation_id)
-            .with_for_update()
-        )
-    ).one_or_none()
-    if held is not None:
-        await conn.execute(
-            delete(_reservations).where(_reservations.c.generation_id == generation_id)
-        )
-    return held
 
 
 async def _release_key(conn: AsyncConnection, key_id: int, amount: int) -> None:
