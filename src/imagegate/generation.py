@@ -88,8 +88,8 @@ class ImageOut:
 class Finished:
     usage: dict[str, Any]
     attempt: Attempt  # the endpoint that answered
-    #: What was delivered: [{width, height, media_type, bytes, sha256}] per image (the sha256
-    #: is filled in after delivery, before the generation is recorded).
+    #: What was delivered: [{width, height, media_type, bytes, sha256}] per image (the sha256,
+    #: when the operator records it, is filled in after delivery, before the record is written).
     images: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -337,7 +337,7 @@ class Generation:
         billed = succeeded and self.delivered
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage = outcome.usage
-        if succeeded and outcome.unhashed:
+        if succeeded and outcome.unhashed and self.gateway.options.record_output_sha256:
             await _hash_images(outcome.unhashed)
         record = GenerationRecord(
             id=self.id,
@@ -427,7 +427,8 @@ def _describe(image: ImageOut) -> dict[str, Any]:
 
     Nothing is decoded whole: the dimensions come from the header (the first 48 KiB, or the
     whole image when its metadata runs past that), the size from the base64 length. The
-    ``sha256`` is filled in by :func:`_hash_images` once the client has the image.
+    ``sha256`` is filled in by :func:`_hash_images` once the client has the image, when the
+    operator asked for it (``record_output_sha256``); otherwise it stays ``None``.
     """
     b64 = image.b64
     try:

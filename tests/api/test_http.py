@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import re
 
@@ -184,6 +185,16 @@ def test_stream_on_non_streaming_model_returns_buffered_json(server: LiveServer)
     assert len(response.json()["data"]) == 1
 
 
+def test_operator_can_record_the_sha256_of_each_delivered_image(make_server) -> None:
+    server = make_server(record_output_sha256=True)
+    response = post(server, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"})
+    image = base64.b64decode(response.json()["data"][0]["b64_json"])
+    with server.client() as client:
+        record = client.get("/generation", params={"id": response.headers["x-generation-id"]},
+                            headers=server.auth()).json()["data"]
+    assert record["images"][0]["sha256"] == hashlib.sha256(image).hexdigest()
+
+
 def test_generation_record_is_returned_in_openrouter_shape(server: LiveServer) -> None:
     response = post(server, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512", "n": 2})
     generation_id = response.headers["x-generation-id"]
@@ -196,7 +207,7 @@ def test_generation_record_is_returned_in_openrouter_shape(server: LiveServer) -
         assert data["num_media_completion"] == 2
         assert data["total_cost"] == pytest.approx(0.02)
         assert data["provider_responses"][0]["status"] == 200
-        assert data["images"][0]["width"] == 512 and len(data["images"][0]["sha256"]) == 64
+        assert data["images"][0]["width"] == 512 and data["images"][0]["sha256"] is None  # opt-in
         assert "b64_json" not in record.text
         other_key = server.create_key("other")
         hidden = client.get("/generation", params={"id": generation_id}, headers=server.auth(other_key))

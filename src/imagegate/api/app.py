@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 fallback_on_content_refusal=settings.fallback_on_content_refusal,
                 cancel_on_disconnect=settings.cancel_on_disconnect,
                 reservation_ttl_s=settings.reservation_ttl_s,
+                record_output_sha256=settings.record_output_sha256,
             ),
             health=health,
         )

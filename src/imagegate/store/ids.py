@@ -43,5 +43,10 @@ def is_secret_shaped(value: str) -> bool:
 def new_generation_id(now: float | None = None) -> str:
     """``gen-img-<unix seconds>-<20 alphanumerics>``; ``now`` defaults to the current time."""
     seconds = int(time.time() if now is None else now)
-    rand = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_RANDOM_CHARS))
-    return f"gen-img-{seconds}-{rand}"
+    # 20 base-62 digits of 128 random bits: about 119 bits of randomness.
+    number = int.from_bytes(secrets.token_bytes(16))
+    digits = []
+    for _ in range(_ID_RANDOM_CHARS):
+        number, digit = divmod(number, 62)
+        digits.append(_ID_ALPHABET[digit])
+    return f"gen-img-{seconds}-{''.join(digits)}"
