@@ -5,6 +5,7 @@ No I/O, no globals beyond constant tables. Every function is deterministic.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -147,6 +148,8 @@ def nearest_tier(width: float, height: float) -> str:
     return _nearest(TIERS, _tier_distance(width, height))
 
 
+# Pure and immutable both ways, and most traffic repeats a handful of sizes per endpoint.
+@functools.lru_cache(maxsize=4096)
 def resolve_size(request: SizeRequest, rules: SizeRules) -> AppliedSize:
     """Turn the client's sizing fields into the pixels this endpoint will produce.
 

@@ -316,7 +316,7 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, provide
         raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
     chunks = []
     size = 0
-    async for chunk in response.content.iter_chunked(1 << 20):
+    async for chunk in response.content.iter_any():  # the reads as they are: one copy, by the join
         size += len(chunk)
         if size > max_bytes:
             raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
