@@ -951,3 +951,41 @@ async def test_cached_state_follows_this_stores_changes_at_once_and_others_withi
         assert await cached.authenticate(secret) is None
     finally:
         await asyncio.gather(cached.close(), other.close())
+
+
+async def test_200_concurrent_admissions_batch_their_holds_and_admit_exactly_what_credit_covers(
+    store: Store,
+) -> None:
+    await store.add_credits(D("0.4"))
+    _, limited = await store.create_key("limited", limit_usd=D("0.2"))
+    _, free = await store.create_key("free")
+    url = store.engine.url.render_as_string(hide_password=False)
+    other = Store(url)  # a second process racing for the same credit
+    commits = 0
+
+    def count(*_args) -> None:
+        nonlocal commits
+        commits += 1
+
+    async def admit(s: Store, key) -> str:
+        try:
+            await s.admit(key, generation_id=new_generation_id(), amount_usd=D("0.04"), ttl_s=60)
+        except LimitExceeded as exc:
+            return exc.source
+        return "held"
+
+    event.listen(store.engine.sync_engine, "commit", count)
+    try:
+        outcomes = await asyncio.gather(*(
+            admit(s, k) for _ in range(50) for s in (store, other) for k in (limited, free)
+        ))
+    finally:
+        event.remove(store.engine.sync_engine, "commit", count)
+        await other.close()
+    assert outcomes.count("held") == 10  # 0.4 of credit, 0.04 each
+    assert outcomes.count(KEY_LIMIT) <= 95  # the limited key may have 5 at most (0.2)
+    assert (await store.key_usage(limited.id)).reserved <= D("0.2")
+    assert commits < 100  # 100 admissions through this store, far fewer transactions
+    account = await store.get_account()
+    assert account.reserved_usd == D("0.4")
+    await _audit(store)

@@ -21,17 +21,14 @@ crashed processes had reserved.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from imagegate.store.accounts import AccountRecord, AccountRepository, KeyUsage
 from imagegate.store.activity import ActivityRepository
-from imagegate.store.batching import GroupCommit
 from imagegate.store.db import (
     DEFAULT_DATABASE_URL,
     create_engine,
@@ -77,8 +74,6 @@ __all__ = [
 ]
 
 Money = Decimal | int | str
-#: Tries at a settlement batch while the connection pool is exhausted (~30 s in all).
-_POOL_ATTEMPTS = 6
 
 
 class Store:
@@ -101,10 +96,9 @@ class Store:
         self._reservations = ReservationRepository(self.engine, writer, cache_ttl_s=cache_ttl_s)
         self._generations = GenerationRepository(self.sessionmaker)
         self._activity = ActivityRepository(self.sessionmaker)
-        self._settlements = GroupCommit(self._settle_batch)
 
     async def close(self) -> None:
-        await self._settlements.wait_idle()
+        await self._reservations.wait_idle()
         await self.engine.dispose()
 
     # keys
@@ -232,17 +226,7 @@ class Store:
     async def finish(self, settlement: Settlement) -> Decimal:
         """Settle (or release) a generation and write its record, batched with others that
         finish at the same time (one transaction per batch); the USD charged."""
-        return nano_to_usd(await self._settlements.submit(settlement))
-
-    async def _settle_batch(self, batch: list[Settlement]) -> list[int | Exception]:
-        for attempt in range(_POOL_ATTEMPTS):  # a burst may hold every pooled connection
-            try:
-                return await self._reservations.settle_all(batch)
-            except SQLAlchemyTimeoutError:
-                if attempt == _POOL_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+        return nano_to_usd(await self._reservations.finish(settlement))
 
     async def renew(self, generation_ids: list[str], ttl_s: float, now: datetime | None = None) -> int:
         """Keep this process's reservations alive for another ``ttl_s``; how many."""

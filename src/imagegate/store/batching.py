@@ -23,13 +23,21 @@ class GroupCommit(Generic[I, R]):
     """``await submit(item)`` gives that item's result from ``write(batch)``.
 
     ``write`` returns one result per item, an ``Exception`` instance for an item that failed on
-    its own. When a whole batch fails, its items are written one by one, so one bad item
-    cannot take the others with it.
+    its own (raised to that item's caller). When a whole batch fails with one of ``split_on``,
+    its items are written one by one, so one bad item cannot take the others with it; any
+    other failure is every item's.
     """
 
-    def __init__(self, write: Callable[[list[I]], Awaitable[list[R | Exception]]], *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[I]], Awaitable[list[R | Exception]]],
+        *,
+        max_batch: int = 256,
+        split_on: tuple[type[Exception], ...] = (Exception,),
+    ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._split_on = split_on
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -53,8 +61,8 @@ class GroupCommit(Generic[I, R]):
             try:
                 results = await self._write(items)
             except Exception as exc:
-                if len(batch) == 1:
-                    results = [exc]
+                if len(batch) == 1 or not isinstance(exc, self._split_on):
+                    results = [exc] * len(batch)
                 else:
                     log.warning("a batch of %d writes failed (%s); writing them one by one", len(batch), exc)
                     results = [await self._alone(item) for item in items]

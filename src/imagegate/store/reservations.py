@@ -15,27 +15,24 @@ all of them (on PostgreSQL each statement of a READ COMMITTED transaction reads 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store import tx
-from imagegate.store.accounts import key_spent
+from imagegate.store.batching import GroupCommit
 from imagegate.store.cache import TTLCache
 from imagegate.store.coltypes import to_decimal, utcnow
-from imagegate.store.errors import (
-    ACCOUNT_CREDITS,
-    KEY_LIMIT,
-    KeyDisabled,
-    LimitExceeded,
-)
+from imagegate.store.holds import Hold, reserve_all
 from imagegate.store.models import Account, ApiKey, Reservation
-from imagegate.store.money import nano_to_usd, usd_to_nano
-from imagegate.store.periods import period_start
+from imagegate.store.money import nano_to_usd
 from imagegate.store.settlement import Settlement, settle_all
 
 log = logging.getLogger(__name__)
@@ -46,6 +43,8 @@ REAPED_KEPT = timedelta(days=7)
 _accounts = Account.__table__
 _keys = ApiKey.__table__
 _reservations = Reservation.__table__
+#: Tries at a settlement batch while the connection pool is exhausted (~30 s in all).
+_POOL_ATTEMPTS = 6
 
 
 class ReservationRepository:
@@ -55,6 +54,9 @@ class ReservationRepository:
         self._engine = engine
         self._writer = writer
         self._metered = TTLCache[int, bool](cache_ttl_s)
+        # Only a failure of the SQL itself (one bad row) is worth retrying a batch item by item.
+        self._holds = GroupCommit[Hold, None](self._hold_batch, split_on=(DBAPIError,))
+        self._settlements = GroupCommit[Settlement, int](self._settle_batch, split_on=(DBAPIError,))
 
     async def admit(
         self,
@@ -70,7 +72,7 @@ class ReservationRepository:
         money is now held. Without either there is nothing to hold: the generation is charged
         directly when it settles (``Settlement(reserved=False)``)."""
         if key_limited or await self.is_metered(account_id):
-            await self.reserve(key_id=key_id, generation_id=generation_id, amount_usd=amount_usd, ttl_s=ttl_s)
+            await self.hold(Hold(key_id, generation_id, to_decimal(amount_usd), ttl_s))
             return True
         return False
 
@@ -104,66 +106,37 @@ class ReservationRepository:
         balance cannot cover it, ``KeyDisabled`` for a disabled or revoked key,
         ``LookupError`` for an unknown key.
         """
-        needed = to_decimal(amount_usd)
-        amount = usd_to_nano(needed, round_up=True)
-        if amount < 0:
-            raise ValueError(f"a reservation cannot be negative, got {amount_usd!r}")
-        if ttl_s <= 0:
-            raise ValueError(f"ttl_s must be positive, got {ttl_s!r}")
+        hold = Hold(key_id, generation_id, to_decimal(amount_usd), ttl_s)
+        [refusal] = await tx.write(self._writer, lambda conn: reserve_all(conn, [hold], now or utcnow()))
+        if refusal is not None:
+            raise refusal
 
-        async def work(conn: AsyncConnection) -> None:
-            at = now or utcnow()
-            key = (
-                await conn.execute(
-                    select(_keys).where(_keys.c.id == key_id).with_for_update()
-                )
-            ).one_or_none()
-            if key is None:
-                raise LookupError(f"no key with id {key_id}")
-            if key.disabled or key.revoked_at is not None:
-                raise KeyDisabled(f"API key {key.label} is disabled")
-            if key.limit_nano is not None:
-                spent = await key_spent(conn, key_id, period_start(key.limit_reset, at))
-                available = key.limit_nano - spent - key.reserved_nano
-                if amount > available:
-                    raise LimitExceeded(KEY_LIMIT, needed, nano_to_usd(max(available, 0)))
-            # Re-checked under the row lock, so concurrent reservations cannot overdraw.
-            held = await conn.execute(
-                update(_accounts)
-                .where(
-                    _accounts.c.id == key.account_id,
-                    (_accounts.c.balance_nano.is_(None))
-                    | (_accounts.c.balance_nano - _accounts.c.reserved_nano >= amount),
-                )
-                .values(reserved_nano=_accounts.c.reserved_nano + amount)
-            )
-            if held.rowcount != 1:
-                account = (
-                    await conn.execute(
-                        select(_accounts.c.balance_nano, _accounts.c.reserved_nano).where(
-                            _accounts.c.id == key.account_id
-                        )
-                    )
-                ).one()
-                available = account.balance_nano - account.reserved_nano
-                raise LimitExceeded(ACCOUNT_CREDITS, needed, nano_to_usd(max(available, 0)))
-            await conn.execute(
-                update(_keys)
-                .where(_keys.c.id == key_id)
-                .values(reserved_nano=_keys.c.reserved_nano + amount)
-            )
-            await conn.execute(
-                insert(_reservations).values(
-                    generation_id=generation_id,
-                    account_id=key.account_id,
-                    key_id=key_id,
-                    amount_nano=amount,
-                    created_at=at,
-                    expires_at=at + timedelta(seconds=ttl_s),
-                )
-            )
+    async def hold(self, hold: Hold) -> None:
+        """``reserve``, batched with the holds of other requests arriving at the same time
+        (one transaction for the batch); raises as ``reserve`` does."""
+        await self._holds.submit(hold)
 
-        await tx.write(self._writer, work)
+    async def finish(self, settlement: Settlement) -> int:
+        """``settle_all`` of one, batched with others that finish at the same time; nano-USD charged."""
+        return await self._settlements.submit(settlement)
+
+    async def wait_idle(self) -> None:
+        await self._holds.wait_idle()
+        await self._settlements.wait_idle()
+
+    async def _hold_batch(self, batch: list[Hold]) -> list[Exception | None]:
+        # A pool timeout is not retried here: the request gets its 503 and may come back.
+        return await tx.write(self._writer, lambda conn: reserve_all(conn, batch, utcnow()))
+
+    async def _settle_batch(self, batch: list[Settlement]) -> list[int | Exception]:
+        for attempt in range(_POOL_ATTEMPTS):  # a burst may hold every pooled connection
+            try:
+                return await self.settle_all(batch)
+            except SQLAlchemyTimeoutError:
+                if attempt == _POOL_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def settle(
         self,
