@@ -74,46 +74,24 @@ def install() -> None:
 
 
 def _diagnostic_skips() -> None:
-    """``BENCH_DIAG_SKIP=auth,record,billing``: leave out database work (key look-up cached,
-    no generation record, no reservation), to measure what it costs and what the rest of the
-    hot path costs without it. Diagnosis only; the benchmark never sets it."""
+    """``BENCH_DIAG_SKIP=store``: no reservation, settlement or generation record (the key
+    look-up stays, cached as shipped), to measure what the database work costs. Diagnosis
+    only; the benchmark never sets it."""
     import os
+    from decimal import Decimal
 
-    skip = {s.strip() for s in os.environ.get("BENCH_DIAG_SKIP", "").split(",") if s.strip()}
-    if not skip:
+    if "store" not in os.environ.get("BENCH_DIAG_SKIP", ""):
         return
     from imagegate.store import Store
 
-    if "auth" in skip:
-        authenticate = Store.authenticate
-        cache: dict[str, Any] = {}
+    async def admit(self: Any, key: Any, **kwargs: Any) -> bool:
+        return False
 
-        async def cached(self: Any, secret: str) -> Any:
-            if secret not in cache:
-                cache[secret] = await authenticate(self, secret)
-            return cache[secret]
+    async def finish(self: Any, settlement: Any) -> Decimal:
+        return Decimal(0)
 
-        Store.authenticate = cached  # type: ignore[method-assign]
-    if "record" in skip:
-
-        async def record(self: Any, record: Any) -> None:
-            return None
-
-        Store.record_generation = record  # type: ignore[method-assign]
-    if "billing" in skip:
-
-        async def reserve(self: Any, **kwargs: Any) -> None:
-            return None
-
-        async def settle(self: Any, generation_id: str, actual_usd: Any, **kwargs: Any) -> Any:
-            return actual_usd
-
-        async def release(self: Any, generation_id: str) -> None:
-            return None
-
-        Store.reserve = reserve  # type: ignore[method-assign]
-        Store.settle = settle  # type: ignore[method-assign]
-        Store.release = release  # type: ignore[method-assign]
+    Store.admit = admit  # type: ignore[method-assign]
+    Store.finish = finish  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -147,8 +147,11 @@ class Stack:
         return proc, url
 
     def gateway(self, emulator_url: str, name: str = "gateway",
-                extra_env: dict[str, str] | None = None) -> tuple[Proc, str, str]:
-        """``imagegate serve`` against the emulator, with a fresh SQLite file; returns (proc, url, key)."""
+                extra_env: dict[str, str] | None = None, credits: str | None = None) -> tuple[Proc, str, str]:
+        """``imagegate serve`` against the emulator, with a fresh SQLite file; returns (proc, url, key).
+
+        ``credits`` (USD) tops the account up first, so that it is metered: every generation
+        then reserves its worst case before the upstream call."""
         port = free_port()
         workdir = self.logdir / name
         workdir.mkdir(exist_ok=True)
@@ -170,6 +173,9 @@ class Stack:
             [PYTHON, "-m", "imagegate", "keys", "create", "--name", "bench"],
             env={**os.environ, **env}, cwd=workdir, capture_output=True, text=True, check=True,
         ).stdout.strip()
+        if credits is not None:
+            subprocess.run([PYTHON, "-m", "imagegate", "credits", "add", credits],
+                           env={**os.environ, **env}, cwd=workdir, capture_output=True, text=True, check=True)
         proc = self._start(name, [PYTHON, "-m", "bench.gateway_probe", "serve", "--port", str(port)],
                            env=env, cwd=workdir)
         url = f"http://{HOST}:{port}"

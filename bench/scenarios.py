@@ -58,17 +58,22 @@ class Env:
     litellm: Proc | None
     litellm_url: str | None
     litellm_key: str | None
+    #: The same gateway on a metered account (an extra row of scenarios 1 and 2, no target).
+    metered: Proc | None = None
+    metered_url: str | None = None
+    metered_key: str | None = None
 
     @classmethod
     def start(cls, stack: Stack, *, litellm: bool) -> Env:
         emulator, emulator_url = stack.emulator(stream_gap_ms=STREAM_GAP_MS)
         gateway, gateway_url, key = stack.gateway(emulator_url)
+        metered = stack.gateway(emulator_url, name="gateway-metered", credits="1000000")
         passthrough, passthrough_url = stack.passthrough(emulator_url)
         peer = stack.litellm(emulator_url, UPSTREAM_MODEL) if litellm else None
         if litellm and peer is None:
             print(f"LiteLLM is not installed in {PEERS_VENV} (bench/run.sh installs it); left out")
         return cls(stack, emulator, emulator_url, gateway, gateway_url, key, passthrough_url, passthrough,
-                   *(peer if peer else (None, None, None)))
+                   *(peer if peer else (None, None, None)), *metered)
 
     # --- the same request, four ways ---
 
@@ -103,6 +108,10 @@ class Env:
         found = [self.direct(), self.passthrough(), self.gateway_target()]
         if (peer := self.litellm_target()) is not None:
             found.append(peer)
+        if self.metered_url:
+            gateway = self.gateway_target()
+            found.append(Target("gw-metered", self.metered_url + "/api/v1/images",
+                                {"Authorization": f"Bearer {self.metered_key}"}, gateway.body, MIN_1K_BYTES))
         return found
 
     def probe(self) -> dict[str, int]:
@@ -140,7 +149,8 @@ def overhead(env: Env, *, quick: bool) -> dict[str, Any]:
 def throughput(env: Env, *, quick: bool) -> dict[str, Any]:
     duration, warmup = (4.0, 1.5) if quick else (12.0, 3.0)
     pids = {"direct": env.emulator.pid, "passthrough": env.passthrough_proc.pid, "gateway": env.gateway.pid,
-            "litellm": env.litellm.pid if env.litellm else None}
+            "litellm": env.litellm.pid if env.litellm else None,
+            "gw-metered": env.metered.pid if env.metered else None}
     out: dict[str, Any] = {"concurrency": 32, "seconds": duration, "targets": {}}
     for target in env.targets():
         pid = pids.get(target.name)
