@@ -67,7 +67,7 @@ CONSUMER_GRACE_S = 600.0
 class PartialOut:
     image_index: int  # which output it previews
     partial_index: int  # 0, 1, … per output, as OpenAI numbers partial images
-    b64: bytes
+    b64: bytes | memoryview
     media_type: str
 
 
@@ -80,7 +80,7 @@ class TextOut:
 @dataclass(frozen=True, slots=True)
 class ImageOut:
     index: int
-    b64: bytes
+    b64: bytes | memoryview
     media_type: str
 
 
@@ -450,13 +450,14 @@ def _describe(image: ImageOut) -> dict[str, Any]:
     }
 
 
-def _decoded_length(b64: bytes) -> int:
+def _decoded_length(b64: bytes | memoryview) -> int:
     """Bytes of image a base64 text holds (padded or not)."""
-    padding = 2 if b64.endswith(b"==") else 1 if b64.endswith(b"=") else 0
+    tail = bytes(b64[-2:])  # b64 may be a memoryview
+    padding = 2 if tail == b"==" else 1 if tail.endswith(b"=") else 0
     return (len(b64) - padding) * 3 // 4
 
 
-def _sha256_b64(b64: bytes) -> str | None:
+def _sha256_b64(b64: bytes | memoryview) -> str | None:
     """sha256 of the image a base64 text holds, decoded a chunk at a time; None when invalid."""
     digest = hashlib.sha256()
     with memoryview(b64) as view:

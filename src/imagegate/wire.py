@@ -122,7 +122,7 @@ class ImageRequest(_Wire):
 # --- response bodies, built as bytes ---
 
 
-def image_response_body(created: int, images: Iterable[tuple[bytes, str | None]], usage: dict) -> bytes:
+def image_response_body(created: int, images: Iterable[tuple[bytes | memoryview, str | None]], usage: dict) -> bytes:
     """``{"created", "data": [{"b64_json", "media_type"}], "usage"}`` from base64 bytes."""
     parts = [b'{"created":', str(created).encode(), b',"data":[']
     for i, (b64, media_type) in enumerate(images):
@@ -136,7 +136,7 @@ def image_response_body(created: int, images: Iterable[tuple[bytes, str | None]]
     return b"".join(parts)
 
 
-def sse_event(payload: dict[str, Any], *, b64: bytes | None = None) -> bytes:
+def sse_event(payload: dict[str, Any], *, b64: bytes | memoryview | None = None) -> bytes:
     """One ``data: <json>`` SSE event; ``b64`` is appended as the ``b64_json`` field unescaped."""
     body = orjson.dumps(payload)
     if b64 is None:

@@ -37,7 +37,7 @@ class Blob:
 
     __slots__ = ("_raw", "_b64")
 
-    def __init__(self, *, raw: bytes | None = None, b64: bytes | None = None) -> None:
+    def __init__(self, *, raw: bytes | None = None, b64: bytes | memoryview | None = None) -> None:
         if raw is None and b64 is None:
             raise ValueError("a Blob needs raw bytes or base64")
         self._raw = raw
@@ -48,7 +48,8 @@ class Blob:
         return cls(raw=raw)
 
     @classmethod
-    def from_b64(cls, b64: bytes | str) -> Blob:
+    def from_b64(cls, b64: bytes | memoryview | str) -> Blob:
+        """``b64`` may be a view of a larger upstream body: forwarded without being copied."""
         return cls(b64=b64.encode("ascii") if isinstance(b64, str) else b64)
 
     @property
@@ -59,7 +60,7 @@ class Blob:
         return self._raw
 
     @property
-    def b64(self) -> bytes:
+    def b64(self) -> bytes | memoryview:
         if self._b64 is None:
             assert self._raw is not None
             self._b64 = pybase64.b64encode(self._raw)

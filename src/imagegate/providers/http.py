@@ -222,12 +222,12 @@ LIFT_MIN_CHARS = 4096
 _JSON_SPACE = b" \t\r\n"
 
 
-def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, bytes]]:
-    """``orjson.loads(body)`` with every long string value of ``key`` cut out as bytes.
+def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, memoryview]]:
+    """``orjson.loads(body)`` with every long string value of ``key`` cut out, uncopied.
 
     An upstream's multi-megabyte base64 image would otherwise become a ``str`` (orjson's
     decoding of it is most of the parse) and then ``bytes`` again to be forwarded. Here each
-    such value is sliced from the body as bytes, only the small rest of the document is
+    such value is a ``memoryview`` of the body (no copy), only the small rest of the document is
     parsed, and the parsed document holds a placeholder where the value was: ``lifted``
     maps each placeholder back to its bytes (look a value up with ``lifted.get(value,
     value)``). Returns ``(None, {})`` when the body is not JSON, as :meth:`Reply.json` does.
@@ -238,8 +238,9 @@ def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, bytes]]:
     cannot lie inside another string.
     """
     needle = b'"' + key.encode() + b'"'
+    view = memoryview(body)
     parts: list[bytes] = []
-    lifted: dict[str, bytes] = {}
+    lifted: dict[str, memoryview] = {}
     copied = search = 0
     while (found := body.find(needle, search)) >= 0:
         search = found + len(needle)
@@ -261,7 +262,7 @@ def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, bytes]]:
         if end - start < LIFT_MIN_CHARS or body.find(b"\\", start, end) >= 0:
             continue
         placeholder = f"\x00lifted:{len(lifted)}"
-        lifted[placeholder] = body[start:end]
+        lifted[placeholder] = view[start:end]
         parts += (body[copied:start], b"\\u0000lifted:%d" % (len(lifted) - 1))
         copied = end
     if lifted:
