@@ -41,9 +41,11 @@ from imagegate.providers.base import (
     Partial,
     ProviderJob,
     ReferenceImage,
+    RelayedImage,
     TextChunk,
     Usage,
 )
+from imagegate.providers.relay import ByteRelay
 from imagegate.ratelimit import NO_LEASE, Lease
 from imagegate.sizing import AppliedSize
 from imagegate.store import GenerationRecord, KeyRecord, Settlement
@@ -85,6 +87,19 @@ class ImageOut:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayedOut:
+    """An output image still arriving, to be sent on as it does (buffered answers only): its
+    base64 is ``relay.head`` then ``relay.chunks()``. Once one is sent, no fallback is possible."""
+
+    index: int
+    relay: ByteRelay
+    media_type: str
+    attempt: Attempt
+    #: Its entry of the record's images (``bytes`` filled in once it is complete).
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     usage: dict[str, Any]
     attempt: Attempt  # the endpoint that answered
@@ -98,7 +113,7 @@ class Failed:
     error: ImagegateError
 
 
-GatewayEvent = PartialOut | TextOut | ImageOut | Finished | Failed
+GatewayEvent = PartialOut | TextOut | ImageOut | RelayedOut | Finished | Failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +215,9 @@ class Generation:
             yield
         finally:
             self._consumed.set()
+            while not self._queue.empty():  # images no one will read: let their upstream finish
+                if isinstance(event := self._queue.get_nowait(), RelayedOut):
+                    event.relay.abandon()
             if not self.delivered and self.gateway.options.cancel_on_disconnect and self._task:
                 self._task.cancel()  # the operator chose to stop paying for abandoned work
 
@@ -240,6 +258,7 @@ class Generation:
             held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
             images: list[dict[str, Any]] = []
             unhashed: list[tuple[dict[str, Any], bytes]] = []
+            relayed: list[RelayedOut] = []
             try:
                 async for event in self._run_attempt(attempt):
                     if outcome.first_event_at is None:
@@ -250,6 +269,17 @@ class Generation:
                     if isinstance(event, ImageOut):
                         images.append(_describe(event))
                         unhashed.append((images[-1], event.b64))
+                    if isinstance(event, RelayedOut):  # goes out now, and whatever was before it
+                        images.append(event.info)
+                        relayed.append(event)
+                        if self._consumed.is_set():
+                            event.relay.abandon()
+                        for earlier in held:
+                            await self._queue.put(earlier)
+                        held.clear()
+                        sent_to_client = True
+                        await self._queue.put(event)
+                        continue
                     if self.streamed:
                         sent_to_client = True
                         await self._queue.put(event)
@@ -270,6 +300,8 @@ class Generation:
             outcome.tried.append(_attempt_record(attempt, attempt_started, None))
             megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in images) / 1_000_000
             self.gateway.observe(attempt, ok=True, started=attempt_started, megapixels=megapixels)
+            for event in relayed:
+                event.info["bytes"] = _decoded_length(event.relay.length, event.relay.tail)
             outcome.answered, outcome.error, outcome.images = attempt, None, images
             outcome.unhashed = unhashed
             for event in held:
@@ -297,6 +329,10 @@ class Generation:
                     elif isinstance(event, Image):
                         blob, media_type = await _shape_output(event, attempt.output)
                         yield ImageOut(produced, blob.b64, media_type)
+                        produced += 1
+                    elif isinstance(event, RelayedImage):
+                        info = _image_info(event.width, event.height, event.media_type, None)
+                        yield RelayedOut(produced, event.relay, event.media_type, attempt, info)
                         produced += 1
                     elif isinstance(event, Done):
                         yield event.usage
@@ -328,6 +364,20 @@ class Generation:
             stream=self.streamed and attempt.endpoint.supports_streaming,
             deadline=time.monotonic() + timeout,
             settings=attempt.endpoint.settings,
+            relay=self._may_relay(attempt),
+        )
+
+    def _may_relay(self, attempt: Attempt) -> bool:
+        """Whether images may go out while they arrive: a buffered answer from one upstream call,
+        nothing to convert, nothing to hash (all of which need whole images)."""
+        per_call = attempt.endpoint.settings.get("images_per_call")
+        options = self.gateway.options
+        return (
+            options.relay_images
+            and not self.streamed
+            and not attempt.output.converts
+            and not options.record_output_sha256
+            and (per_call is None or (self.request.n or 1) <= per_call)
         )
 
     async def _record(self, started: float, outcome: _Outcome) -> None:
@@ -441,20 +491,17 @@ def _describe(image: ImageOut) -> dict[str, Any]:
         width, height = info.width, info.height
     except ValueError:  # binascii.Error is one too
         width = height = None
-    return {
-        "width": width,
-        "height": height,
-        "media_type": image.media_type,
-        "bytes": _decoded_length(b64),
-        "sha256": None,
-    }
+    return _image_info(width, height, image.media_type, _decoded_length(len(b64), bytes(b64[-2:])))
 
 
-def _decoded_length(b64: bytes | memoryview) -> int:
-    """Bytes of image a base64 text holds (padded or not)."""
-    tail = bytes(b64[-2:])  # b64 may be a memoryview
+def _image_info(width: int | None, height: int | None, media_type: str, size: int | None) -> dict[str, Any]:
+    return {"width": width, "height": height, "media_type": media_type, "bytes": size, "sha256": None}
+
+
+def _decoded_length(length: int, tail: bytes) -> int:
+    """Bytes of image a base64 text of ``length`` characters ending in ``tail`` holds."""
     padding = 2 if tail == b"==" else 1 if tail.endswith(b"=") else 0
-    return (len(b64) - padding) * 3 // 4
+    return (length - padding) * 3 // 4
 
 
 def _sha256_b64(b64: bytes | memoryview) -> str | None:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         "(it crashed) is released.",
     )
     reap_interval_s: float = Field(15.0, gt=0, description="How often expired reservations are released.")
+    relay_images: bool = Field(
+        True,
+        description="Send a buffered answer's images on while they arrive from the upstream (less "
+        "latency and memory) where nothing needs them whole. Once the first byte is out an upstream "
+        "that breaks mid-image cannot fall back to another provider: the connection is cut.",
+    )
     record_output_sha256: bool = Field(
         False,
         description="Put each delivered image's sha256 in its generation record (about 1 ms of CPU "

@@ -237,7 +237,23 @@ async def _serve(emulator: Emulator, request: web.Request, *, azure: bool) -> we
 
     if parsed.values.get("stream"):
         return await _stream(emulator, request, parsed)
-    return await _respond(parsed)
+    response = await _respond(parsed)
+    fault = emulator.take_fault("escaped_slashes", "cut_body")
+    if fault == "escaped_slashes":  # JSON may escape "/" as "\/" (PHP and others do)
+        response.body = response.body.replace(b"/", b"\\/")
+    elif fault == "cut_body":  # a 200 whose connection drops two thirds into the body
+        return await _cut_short(request, response.body)
+    return response
+
+
+async def _cut_short(request: web.Request, body: bytes) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) * 2 // 3])
+    assert request.transport is not None
+    request.transport.close()
+    return response
 
 
 def _authenticate(request: web.Request, azure: bool) -> None:

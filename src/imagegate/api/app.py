@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cancel_on_disconnect=settings.cancel_on_disconnect,
                 reservation_ttl_s=settings.reservation_ttl_s,
                 record_output_sha256=settings.record_output_sha256,
+                relay_images=settings.relay_images,
             ),
             health=health,
         )

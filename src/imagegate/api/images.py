@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
@@ -16,9 +20,11 @@ from imagegate.generation import (
     Attempt,
     Failed,
     Finished,
+    GatewayEvent,
     Generation,
     ImageOut,
     PartialOut,
+    RelayedOut,
     TextOut,
 )
 from imagegate.wire import (
@@ -30,6 +36,7 @@ from imagegate.wire import (
 )
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 #: Headers a browser client may read (OpenRouter exposes the first two).
 EXPOSED_HEADERS = [
@@ -105,8 +112,11 @@ async def _generate(request: Request) -> Response:
 
 
 async def _buffered(generation: Generation, request: Request) -> Response:
-    with generation.consuming():
-        collecting = asyncio.create_task(_collect(generation))
+    consuming: contextlib.AbstractContextManager[None] | None = generation.consuming()
+    consuming.__enter__()
+    try:
+        events = aiter(generation.events())
+        collecting = asyncio.create_task(_first_result(events))
         disconnected = asyncio.create_task(_client_gone(request))
         try:
             await asyncio.wait({collecting, disconnected}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,28 +126,109 @@ async def _buffered(generation: Generation, request: Request) -> Response:
             collecting.cancel()  # the generation itself goes on and is recorded, unbilled
             return Response(status_code=499)
         try:
-            images, finished = collecting.result()
+            images, outcome = collecting.result()
         except ImagegateError as exc:
             exc.headers.setdefault("X-Generation-Id", generation.id)  # the failure is on record too
             raise
+        if isinstance(outcome, RelayedOut):
+            handed_over, consuming = consuming, None  # the response ends it, sent or abandoned
+            return _RelayResponse(
+                _relayed_body(generation, images, outcome, events),
+                headers=_headers(generation, outcome.attempt, [outcome.info]),
+                on_close=lambda: handed_over.__exit__(None, None, None),
+            )
         body = image_response_body(
-            generation.created, ((img.b64, img.media_type) for img in images), finished.usage
+            generation.created, ((img.b64, img.media_type) for img in images), outcome.usage
         )
         generation.mark_delivered()
-        headers = _headers(generation, finished.attempt, finished.images)
+        headers = _headers(generation, outcome.attempt, outcome.images)
         return Response(body, media_type="application/json", headers=headers)
+    finally:
+        if consuming is not None:
+            consuming.__exit__(None, None, None)
 
 
-async def _collect(generation: Generation) -> tuple[list[ImageOut], Finished]:
+async def _first_result(events: AsyncIterator[GatewayEvent]) -> tuple[list[ImageOut], Finished | RelayedOut]:
+    """A buffered generation's images and its end, or the first image to relay as it arrives."""
     images: list[ImageOut] = []
-    async for event in generation.events():
+    async for event in events:
         if isinstance(event, ImageOut):
             images.append(event)
-        elif isinstance(event, Finished):
+        elif isinstance(event, Finished | RelayedOut):
             return images, event
         elif isinstance(event, Failed):
             raise event.error
     raise ImagegateError("Generation ended without a result")
+
+
+class _RelayBroken(Exception):
+    """The generation failed after its answer started: the answer must not look complete."""
+
+
+def _image_json(separator: bytes, b64: bytes | memoryview, media_type: str) -> bytes:
+    return b"".join((separator, b'{"b64_json":"', b64, b'","media_type":', orjson.dumps(media_type), b"}"))
+
+
+async def _relayed_body(
+    generation: Generation, images: list[ImageOut], first: RelayedOut, events: AsyncIterator[GatewayEvent]
+) -> AsyncIterator[bytes]:
+    """The buffered answer's JSON written while its images arrive; ``usage`` comes last."""
+    yield b'{"created":%d,"data":[' % generation.created
+    separator = b""
+    for image in images:  # held whole before the first relayed one
+        yield _image_json(separator, image.b64, image.media_type)
+        separator = b","
+    event: GatewayEvent | None = first
+    while True:
+        if isinstance(event, RelayedOut):
+            yield separator + b'{"b64_json":"' + event.relay.head
+            try:
+                async for chunk in event.relay.chunks():
+                    yield chunk
+            except ImagegateError as exc:
+                raise _RelayBroken(exc.message) from exc
+            finally:
+                if not event.relay.complete:
+                    event.relay.abandon()
+            yield b'","media_type":' + orjson.dumps(event.media_type) + b"}"
+        elif isinstance(event, ImageOut):
+            yield _image_json(separator, event.b64, event.media_type)
+        elif isinstance(event, Finished):
+            generation.mark_delivered()
+            yield b'],"usage":' + orjson.dumps(event.usage) + b"}"
+            return
+        elif isinstance(event, Failed):
+            raise _RelayBroken(event.error.message)
+        elif event is None:
+            raise _RelayBroken("the generation ended without a result")
+        separator = b","
+        event = await anext(events, None)
+
+
+class _RelayResponse(StreamingResponse):
+    """A relayed answer. If the generation fails after it started, the answer is left
+    incomplete and the server closes the connection: the client sees a cut, never a
+    well-formed answer missing an image. ``on_close`` runs however it ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, headers: dict[str, str], on_close: Callable[[], Any]) -> None:
+        super().__init__(content, media_type="application/json", headers=headers)
+        self._on_close = on_close
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except _RelayBroken as exc:
+            log.warning("a relayed answer was cut off: %s", exc)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 async def _client_gone(request: Request) -> None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pybase64
 
+from imagegate.providers.relay import ByteRelay
+
 if TYPE_CHECKING:
     from imagegate.sizing import AppliedSize
 
@@ -124,6 +126,9 @@ class ProviderJob:
     deadline: float | None = None
     #: Endpoint-specific settings from the catalog (base URL overrides, deployment names ...).
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: The client waits for one buffered answer and nothing needs whole images first: a
+    #: provider may hand each image on while it arrives (``RelayedImage``).
+    relay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +164,23 @@ class Image:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayedImage:
+    """One output image still arriving: its base64 is ``relay.head``, then ``relay.chunks()``."""
+
+    relay: ByteRelay
+    media_type: str
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     """The last event of a successful run."""
 
     usage: Usage
 
 
-ProviderEvent = Partial | TextChunk | Progress | Image | Done
+ProviderEvent = Partial | TextChunk | Progress | Image | RelayedImage | Done
 
 
 @runtime_checkable

@@ -110,6 +110,47 @@ class HttpPool:
         except aiohttp.ClientError as exc:
             raise _connection_error(provider_name, exc) from None
 
+    async def stream_body(
+        self,
+        provider_name: str,
+        method: str,
+        url: str,
+        *,
+        deadline: float | None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Any = None,
+        on_error: Callable[[Reply], UpstreamError] | None = None,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> AsyncIterator[bytes]:
+        """A 2xx answer's body in the reads it arrives in (no copies, no joins).
+
+        A non-2xx answer is read whole and raised through ``on_error`` (or the common table).
+        """
+        kwargs = _request_options(deadline, headers, json, data)
+        answering = False
+        try:
+            async with self.session.request(method, url, **kwargs) as response:
+                if not 200 <= response.status < 300:
+                    body = await _read_capped(response, MAX_BODY_BYTES, provider_name)
+                    reply = Reply(response.status, CIMultiDict(response.headers), body)
+                    raise (on_error or (lambda r: upstream_error(provider_name, r)))(reply)
+                _check_length(response.content_length, max_bytes, provider_name)
+                answering = True
+                size = 0
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    _check_length(size, max_bytes, provider_name)
+                    yield chunk
+        except TimeoutError:
+            raise UpstreamTimeout(f"{provider_name} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            if answering:
+                log.info("%s: the answer broke off: %r", provider_name, exc)
+                raise UpstreamError(f"{provider_name}'s answer broke off before its end",
+                                    metadata={"provider_name": provider_name}) from None
+            raise _connection_error(provider_name, exc) from None
+
     async def stream_lines(
         self,
         provider_name: str,
@@ -126,19 +167,10 @@ class HttpPool:
 
         A non-2xx answer is read whole and raised through ``on_error`` (or the common table).
         """
-        kwargs = _request_options(deadline, headers, json, data)
-        try:
-            async with self.session.request(method, url, **kwargs) as response:
-                if not 200 <= response.status < 300:
-                    body = await _read_capped(response, MAX_BODY_BYTES, provider_name)
-                    reply = Reply(response.status, CIMultiDict(response.headers), body)
-                    raise (on_error or (lambda r: upstream_error(provider_name, r)))(reply)
-                async for event in _sse_events(response):
-                    yield event
-        except TimeoutError:
-            raise UpstreamTimeout(f"{provider_name} did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise _connection_error(provider_name, exc) from None
+        chunks = self.stream_body(provider_name, method, url, deadline=deadline, headers=headers,
+                                  json=json, data=data, on_error=on_error)
+        async for event in _sse_events(chunks):
+            yield event
 
     async def download(self, provider_name: str, url: str, *, deadline: float | None,
                        max_bytes: int = MAX_BODY_BYTES) -> bytes:
@@ -312,20 +344,22 @@ def _timeout(deadline: float | None) -> aiohttp.ClientTimeout:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, provider_name: str) -> bytes:
-    length = response.content_length
-    if length is not None and length > max_bytes:
-        raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
+    _check_length(response.content_length, max_bytes, provider_name)
     chunks = []
     size = 0
     async for chunk in response.content.iter_any():  # the reads as they are: one copy, by the join
         size += len(chunk)
-        if size > max_bytes:
-            raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
+        _check_length(size, max_bytes, provider_name)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, bytes]]:
+def _check_length(length: int | None, max_bytes: int, provider_name: str) -> None:
+    if length is not None and length > max_bytes:
+        raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
+
+
+async def _sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
     """Split the stream into events ourselves: one line may be many megabytes long.
 
     A line is kept as views of the reads it spans and joined once, without its ``data: ``
@@ -334,7 +368,7 @@ async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
     pieces: list[memoryview] = []  # the unfinished line, as read
     event: str | None = None
     data: list[bytes] = []
-    async for chunk in response.content.iter_any():
+    async for chunk in chunks:
         ready: list[tuple[str | None, bytes]] = []
         view = memoryview(chunk)
         pos = 0

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+import pybase64
 
 from imagegate import imaging
 from imagegate.errors import UpstreamError
@@ -32,9 +33,18 @@ from imagegate.providers.base import (
     ProviderEvent,
     ProviderJob,
     ReferenceImage,
+    RelayedImage,
     Usage,
 )
 from imagegate.providers.http import HttpPool, Reply, loads_lifted, upstream_error
+from imagegate.providers.relay import (
+    HEAD_B64_CHARS,
+    START,
+    VALUE,
+    ByteRelay,
+    JsonValueScanner,
+    lifted_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +118,14 @@ class _ImagesApi:
                 **body,
             )
             async for event in _stream_events(self.name, job, events):
+                yield event
+            return
+        if job.relay:
+            chunks = self._http.stream_body(
+                self.name, "POST", route.url, deadline=job.deadline, headers=route.headers,
+                on_error=self._error, **body,
+            )
+            async for event in _relayed_events(self.name, job, chunks):
                 yield event
             return
         reply = await self._http.request(
@@ -303,6 +321,74 @@ def _response_events(provider_name: str, job: ProviderJob, reply: Reply) -> list
         events.append(Image(Blob.from_b64(lifted.get(b64, b64)), media_type, width, height))
     events.append(Done(_usage(provider_name, body.get("usage"))))
     return events
+
+
+async def _relayed_events(
+    provider_name: str, job: ProviderJob, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[ProviderEvent]:
+    """The answer of ``_response_events``, read as it arrives: each image is handed on as a
+    ``RelayedImage`` once its head is in. An image shorter than its head, and every one after
+    it (order is kept), is handed on whole once the answer is complete."""
+    scanner = JsonValueScanner("b64_json")
+    values: dict[int, bytes | None] = {}  # None: relayed
+    head: list[bytes] = []
+    head_chars = 0
+    relay: ByteRelay | None = None
+    relaying = True
+    current = 0
+    try:
+        async for chunk in chunks:
+            for kind, item in scanner.feed(chunk):
+                if kind == START:
+                    current, head, head_chars = item, [], 0
+                elif kind == VALUE and relay is not None:
+                    await relay.put(item)
+                elif kind == VALUE:
+                    head.append(item)
+                    head_chars += len(item)
+                    if relaying and head_chars >= HEAD_B64_CHARS:
+                        relay = ByteRelay(b"".join(head))
+                        values[current] = None
+                        yield RelayedImage(relay, *_head_info(relay.head, job))
+                elif relay is not None:  # END of a relayed image
+                    relay.end()
+                    relay = None
+                else:  # END of an image held whole
+                    values[item] = b"".join(head)
+                    relaying = False
+    except BaseException as exc:
+        if relay is not None:
+            relay.end(exc)
+        raise
+    body = scanner.document()
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list) or not data:
+        raise UpstreamError(
+            f"{provider_name} returned a malformed response", metadata={"provider_name": provider_name}
+        )
+    media_type = _media_type(body.get("output_format"), job)
+    width, height = _dimensions(body.get("size"), job)
+    for item in data:
+        b64 = item.get("b64_json") if isinstance(item, dict) else None
+        index = lifted_index(b64)
+        if index is not None and values.get(index, b"") is None:
+            continue  # relayed already
+        value = values.get(index) if index is not None else b64
+        if not value:
+            raise UpstreamError(
+                f"{provider_name} returned an image without data", metadata={"provider_name": provider_name}
+            )
+        yield Image(Blob.from_b64(value), media_type, width, height)
+    yield Done(_usage(provider_name, body.get("usage")))
+
+
+def _head_info(head: bytes, job: ProviderJob) -> tuple[str, int | None, int | None]:
+    """Format and size from the image's own header; what was asked for when it cannot be read."""
+    try:
+        info = imaging.probe(pybase64.b64decode(head[: len(head) // 4 * 4], validate=True))
+    except ValueError:
+        return (_media_type(None, job), *_dimensions(None, job))
+    return info.media_type, info.width, info.height
 
 
 async def _stream_events(
