@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imagegate.catalog import PricingLine, load_catalog
+from imagegate.memory import tune_malloc
 from imagegate.providers import load_providers
 from imagegate.providers.http import HttpPool
 from imagegate.settings import load_settings
@@ -42,6 +43,8 @@ def serve(
     from imagegate.api.app import create_app
 
     settings = load_settings()
+    if settings.tune_malloc:
+        tune_malloc()
     host = host or settings.host
     port = port if port is not None else settings.port
     upgrade(settings.database_url)

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         "(it crashed) is released.",
     )
     reap_interval_s: float = Field(15.0, gt=0, description="How often expired reservations are released.")
+    tune_malloc: bool = Field(
+        True,
+        description="On glibc, keep image-sized buffers in the process instead of handing them back "
+        "to the kernel after every request (MALLOC_MMAP_THRESHOLD_ 32 MiB, MALLOC_TRIM_THRESHOLD_ "
+        "128 MiB). Skipped when either variable is set.",
+    )
     relay_images: bool = Field(
         True,
         description="Send a buffered answer's images on while they arrive from the upstream (less "

@@ -28,8 +28,13 @@ from imagegate.errors import UpstreamError
 HEAD_B64_CHARS = 64 * 1024
 #: Base64 a relay buffers ahead of its reader before the writer waits.
 RELAY_BUFFER_BYTES = 4 * 1024 * 1024
+#: Base64 a reader takes at a time: every piece sent costs a trip through the ASGI stack,
+#: and upstream reads are often 16-64 KiB.
+RELAY_PIECE_BYTES = 512 * 1024
 
 START, VALUE, END = "start", "value", "end"
+#: Longest member text (key, whitespace, colon, quote) found when two reads cut it in two.
+_STRADDLE = 64
 
 
 class ByteRelay:
@@ -39,8 +44,9 @@ class ByteRelay:
     writer still reads its upstream answer to the end and the generation is recorded.
     """
 
-    def __init__(self, head: bytes, max_buffered: int = RELAY_BUFFER_BYTES) -> None:
+    def __init__(self, head: bytes, max_buffered: int = RELAY_BUFFER_BYTES, piece: int = RELAY_PIECE_BYTES) -> None:
         self.head = head
+        self._piece = min(piece, max_buffered)
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._max_buffered = max_buffered
@@ -66,7 +72,8 @@ class ByteRelay:
             return
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        self._readable.set()
+        if self._buffered >= self._piece:
+            self._readable.set()
 
     def end(self, error: BaseException | None = None) -> None:
         """The value is complete, or (``error``) will never be: the reader stops either way."""
@@ -85,13 +92,15 @@ class ByteRelay:
         return self._ended and self._error is None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The value after its head, as it arrives; raises ``UpstreamError`` if it broke off."""
+        """The value after its head, as it arrives, in pieces of at least ``piece`` bytes (but
+        the last); raises ``UpstreamError`` if it broke off."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
+            if self._chunks and (self._buffered >= self._piece or self._ended):
+                piece = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
                 self._writable.set()
-                yield chunk
+                yield piece
             elif self._ended:
                 if self._error is not None:
                     raise UpstreamError("the upstream answer broke off in the middle of an image") from self._error
@@ -113,52 +122,68 @@ class JsonValueScanner:
     def __init__(self, key: str) -> None:
         self._member = re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*"')
         self._doc = bytearray()
-        self._scan_from = 0
         self._in_value = False
         self._pending_backslash = False
         self.values = 0
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, Any]]:
-        while chunk:
+        # Offsets and views into ``chunk``, never slices of it: a read may be megabytes, and
+        # every fresh copy that size costs its page faults too.
+        view, pos = memoryview(chunk), 0
+        while pos < len(chunk):
             if self._in_value:
-                chunk = yield from self._value(chunk)
+                pos = yield from self._value(chunk, view, pos)
                 continue
-            self._doc += chunk
-            chunk = b""
-            match = self._member.search(self._doc, self._scan_from)
-            while match is not None and match.start() and self._doc[match.start() - 1] == 0x5C:
-                match = self._member.search(self._doc, match.end())  # escaped: inside another string
-            if match is None:
-                # A member may straddle two reads: look back a little next time.
-                self._scan_from = max(self._scan_from, len(self._doc) - 256)
-                continue
-            chunk = bytes(self._doc[match.end():])
-            del self._doc[match.end():]
+            start = self._find_value(chunk, pos)
+            if start is None:
+                self._doc += view[pos:]
+                return
+            self._doc += view[pos:start]
             self._doc += b"\\u0000lifted:%d" % self.values
-            self._scan_from = len(self._doc)
             self._in_value = True
+            pos = start
             yield START, self.values
 
-    def _value(self, chunk: bytes) -> Iterator[tuple[str, Any]]:
-        """Value bytes up to its closing quote; returns what follows it."""
+    def _find_value(self, chunk: bytes, pos: int) -> int | None:
+        """Where the next value of the member starts in ``chunk`` (after its opening quote)."""
+        # A member cut in two by the reads: it starts in what is kept and ends in this read.
+        tail = bytes(self._doc[-_STRADDLE:])
+        probe = tail + chunk[pos : pos + _STRADDLE]
+        for match in self._member.finditer(probe):
+            if match.start() >= len(tail):
+                break
+            if match.end() > len(tail) and not _escaped(probe, match.start()):
+                return pos + match.end() - len(tail)
+        match = self._member.search(chunk, pos)
+        while match is not None:
+            before = chunk[match.start() - 1] if match.start() > pos else (self._doc[-1] if self._doc else 0)
+            if before != 0x5C:  # not escaped, so not inside another string
+                return match.end()
+            match = self._member.search(chunk, match.end())
+        return None
+
+    def _value(self, chunk: bytes, view: memoryview, pos: int) -> Iterator[tuple[str, Any]]:
+        """Value bytes (views of ``chunk``) up to its closing quote; returns where it stopped."""
         if self._pending_backslash:
             self._pending_backslash = False
-            if chunk[:1] != b"/":
+            if chunk[pos : pos + 1] != b"/":
                 raise UpstreamError("an image in the upstream answer is not plain base64")
             yield VALUE, b"/"
-            chunk = chunk[1:]
-        end = chunk.find(b'"')
-        part = chunk if end < 0 else chunk[:end]
-        if b"\\" in part:
-            part = self._unescape(part)
-        if part:
-            yield VALUE, part
+            pos += 1
+        end = chunk.find(b'"', pos)
+        stop = len(chunk) if end < 0 else end
+        if stop > pos:
+            part: bytes | memoryview = view[pos:stop]
+            if chunk.find(b"\\", pos, stop) >= 0:
+                part = self._unescape(bytes(part))
+            if part:
+                yield VALUE, part
         if end < 0:
-            return b""
+            return len(chunk)
         self._in_value = False
         self.values += 1
         yield END, self.values - 1
-        return chunk[end:]  # the closing quote belongs to the document
+        return end  # the closing quote belongs to the document
 
     def _unescape(self, part: bytes) -> bytes:
         if part.endswith(b"\\") and not part.endswith(b"\\\\"):
@@ -177,6 +202,10 @@ class JsonValueScanner:
             return orjson.loads(self._doc)
         except orjson.JSONDecodeError:
             return None
+
+
+def _escaped(text: bytes, at: int) -> bool:
+    return at > 0 and text[at - 1] == 0x5C
 
 
 def lifted_index(value: Any) -> int | None:
