@@ -21,6 +21,8 @@ from imagegate.providers.base import (
     Provider,
     ProviderEvent,
     ProviderJob,
+    RelayedImage,
+    RelayedPartial,
     Usage,
 )
 
@@ -68,12 +70,12 @@ async def fan_out(provider: Provider, job: ProviderJob, per_call: int | None) ->
                 running -= 1
             elif isinstance(item, ImagegateError):
                 failures.append(item)
-            elif isinstance(item, Partial):
+            elif isinstance(item, Partial | RelayedPartial):
                 yield dataclasses.replace(item, index=offsets[call] + item.index)
             elif isinstance(item, Done):
                 usages.append(item.usage)
             else:
-                if isinstance(item, Image):
+                if isinstance(item, Image | RelayedImage):
                     produced += 1
                 yield item  # type: ignore[misc]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, _with_store
 
 GENERATION_ID = re.compile(r"^gen-img-\d+-[A-Za-z0-9]{20}$")
 
@@ -284,7 +285,11 @@ def test_concurrent_generations_per_key_are_limited(make_server) -> None:
 def test_an_exhausted_database_pool_is_a_503_with_retry_after_never_a_500(make_server) -> None:
     import concurrent.futures
 
-    tight = make_server(database_pool_size=1, database_max_overflow=0, database_pool_timeout_s=0.05)
+    # Every request reads its key and reserves credit (a metered account, nothing cached), so
+    # the database is on each request's path.
+    tight = make_server(database_pool_size=1, database_max_overflow=0, database_pool_timeout_s=0.05,
+                        cache_ttl_s=0)
+    asyncio.run(_with_store(tight.database_url, lambda store: store.add_credits(100)))
     body = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda _: post(tight, body), range(48)))

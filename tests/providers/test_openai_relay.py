@@ -125,3 +125,49 @@ def test_the_official_openai_sdk_reads_a_relayed_answer(gateway) -> None:
     result = client.images.generate(model="openai/gpt-image-2", prompt="a lighthouse at dusk",
                                     output_format="jpeg", size="1024x1024")
     assert jpeg(result.data[0].b64_json).size == (1024, 1024)
+
+
+STREAM = {**BODY, "model": "openai/gpt-image-1.5", "stream": True}
+
+
+def sse(raw: bytes) -> list[dict]:
+    blocks = raw.split(b"\n\n")
+    assert blocks[-2] == b"data: [DONE]"
+    return [orjson.loads(block[6:]) for block in blocks if block.startswith(b"data: {")]
+
+
+def test_streamed_previews_and_image_are_relayed_as_they_arrive(gateway) -> None:
+    server = gateway()
+    headers, raw = post(server, STREAM)
+    assert headers["content-type"].startswith("text/event-stream")
+    events = sse(raw)
+    assert [e["type"] for e in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [e["partial_image_index"] for e in events[:2]] == [0, 1]
+    assert all(len(e["b64_json"]) > HEAD_B64_CHARS for e in events)  # large enough to be relayed
+    assert all(jpeg(e["b64_json"]).size == (1024, 1024) for e in events)
+    assert events[-1]["media_type"] == "image/jpeg" and events[-1]["usage"]["cost"] > 0
+    recorded = record(server, headers["x-generation-id"])
+    assert recorded["images"][0]["bytes"] == len(base64.b64decode(events[-1]["b64_json"]))
+    assert recorded["total_cost"] == pytest.approx(events[-1]["usage"]["cost"])
+
+
+def test_two_streamed_images_keep_their_events_together_and_the_last_carries_the_usage(gateway) -> None:
+    events = sse(post(gateway(), {**STREAM, "n": 2})[1])
+    completed = [e for e in events if e["type"] == "image_generation.completed"]
+    assert len(completed) == 2 and "usage" not in completed[0] and completed[1]["usage"]["cost"] > 0
+    assert sum(e["type"] == "image_generation.partial_image" for e in events) == 4
+    assert all(jpeg(e["b64_json"]).size == (1024, 1024) for e in events)
+
+
+def test_a_stream_cut_mid_image_cuts_the_client_off_and_charges_nothing(gateway, emu: Emulator) -> None:
+    server = gateway()
+    emu.fault("stream_cut_mid_image")
+    with server.client() as client, client.stream("POST", "/images", json=STREAM, headers=server.auth()) as response:
+        generation_id = response.headers["x-generation-id"]
+        received = b""
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in response.iter_bytes():
+                received += chunk
+    assert b"data: [DONE]" not in received and received.count(b"image_generation.partial_image") == 2
+    recorded = record(server, generation_id)
+    assert recorded["status"] == "failed" and recorded["total_cost"] == 0

@@ -126,8 +126,8 @@ class ProviderJob:
     deadline: float | None = None
     #: Endpoint-specific settings from the catalog (base URL overrides, deployment names ...).
     settings: Mapping[str, Any] = field(default_factory=dict)
-    #: The client waits for one buffered answer and nothing needs whole images first: a
-    #: provider may hand each image on while it arrives (``RelayedImage``).
+    #: Nothing needs whole images (no conversion, no hashing): a provider may hand each image
+    #: and preview on while it arrives (``RelayedImage``, ``RelayedPartial``).
     relay: bool = False
 
 
@@ -137,6 +137,15 @@ class Partial:
 
     index: int
     image: Blob
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedPartial:
+    """A preview of output ``index`` still arriving (``relay``); never billed."""
+
+    index: int
+    relay: ByteRelay
     media_type: str
 
 
@@ -180,7 +189,7 @@ class Done:
     usage: Usage
 
 
-ProviderEvent = Partial | TextChunk | Progress | Image | RelayedImage | Done
+ProviderEvent = Partial | RelayedPartial | TextChunk | Progress | Image | RelayedImage | Done
 
 
 @runtime_checkable
