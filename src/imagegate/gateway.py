@@ -58,8 +58,8 @@ class GatewayOptions:
     reservation_ttl_s: float = 120.0
     #: Hash each delivered image into its generation record (costs ~1 ms of CPU per 1K PNG).
     record_output_sha256: bool = False
-    #: Send buffered answers' images on while they arrive from the upstream (no fallback once
-    #: the first byte is out).
+    #: Send images and previews on while they arrive from the upstream (no fallback once an
+    #: image's first byte is out).
     relay_images: bool = True
 
 

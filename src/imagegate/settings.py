@@ -95,9 +95,9 @@ class Settings(BaseSettings):
     )
     relay_images: bool = Field(
         True,
-        description="Send a buffered answer's images on while they arrive from the upstream (less "
-        "latency and memory) where nothing needs them whole. Once the first byte is out an upstream "
-        "that breaks mid-image cannot fall back to another provider: the connection is cut.",
+        description="Send images and previews on while they arrive from the upstream (less latency "
+        "and memory) where nothing needs them whole. Once an image's first byte is out, an upstream "
+        "that breaks off mid-image cannot fall back to another provider: the connection is cut.",
     )
     record_output_sha256: bool = Field(
         False,
