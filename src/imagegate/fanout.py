@@ -21,8 +21,6 @@ from imagegate.providers.base import (
     Provider,
     ProviderEvent,
     ProviderJob,
-    RelayedImage,
-    RelayedPartial,
     Usage,
 )
 
@@ -70,12 +68,12 @@ async def fan_out(provider: Provider, job: ProviderJob, per_call: int | None) ->
                 running -= 1
             elif isinstance(item, ImagegateError):
                 failures.append(item)
-            elif isinstance(item, Partial | RelayedPartial):
+            elif isinstance(item, Partial):
                 yield dataclasses.replace(item, index=offsets[call] + item.index)
             elif isinstance(item, Done):
                 usages.append(item.usage)
             else:
-                if isinstance(item, Image | RelayedImage):
+                if isinstance(item, Image):
                     produced += 1
                 yield item  # type: ignore[misc]
     finally:

@@ -61,6 +61,9 @@ class GatewayOptions:
     #: Send images and previews on while they arrive from the upstream (no fallback once an
     #: image's first byte is out).
     relay_images: bool = True
+    #: Only images of at least this many base64 bytes are relayed; smaller ones are held whole
+    #: (cheaper at a few megabytes, measured).
+    relay_from_bytes: int = 8 * 1024 * 1024
 
 
 class Gateway:

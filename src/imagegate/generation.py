@@ -42,7 +42,6 @@ from imagegate.providers.base import (
     ProviderJob,
     ReferenceImage,
     RelayedImage,
-    RelayedPartial,
     TextChunk,
     Usage,
 )
@@ -88,19 +87,9 @@ class ImageOut:
 
 
 @dataclass(frozen=True, slots=True)
-class RelayedPartialOut:
-    """A preview still arriving (SSE only): ``relay.head`` then ``relay.chunks()``."""
-
-    image_index: int
-    partial_index: int
-    relay: ByteRelay
-    media_type: str
-
-
-@dataclass(frozen=True, slots=True)
 class RelayedOut:
-    """An output image still arriving, to be sent on as it does: its base64 is ``relay.head``
-    then ``relay.chunks()``. Once one is sent, no fallback is possible."""
+    """An output image still arriving, to be sent on as it does (buffered answers only): its
+    base64 is ``relay.head`` then ``relay.chunks()``. Once one is sent, no fallback is possible."""
 
     index: int
     relay: ByteRelay
@@ -124,7 +113,7 @@ class Failed:
     error: ImagegateError
 
 
-GatewayEvent = PartialOut | RelayedPartialOut | TextOut | ImageOut | RelayedOut | Finished | Failed
+GatewayEvent = PartialOut | TextOut | ImageOut | RelayedOut | Finished | Failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +216,7 @@ class Generation:
         finally:
             self._consumed.set()
             while not self._queue.empty():  # images no one will read: let their upstream finish
-                if isinstance(event := self._queue.get_nowait(), RelayedOut | RelayedPartialOut):
+                if isinstance(event := self._queue.get_nowait(), RelayedOut):
                     event.relay.abandon()
             if not self.delivered and self.gateway.options.cancel_on_disconnect and self._task:
                 self._task.cancel()  # the operator chose to stop paying for abandoned work
@@ -291,8 +280,6 @@ class Generation:
                         sent_to_client = True
                         await self._queue.put(event)
                         continue
-                    if isinstance(event, RelayedPartialOut) and self._consumed.is_set():
-                        event.relay.abandon()
                     if self.streamed:
                         sent_to_client = True
                         await self._queue.put(event)
@@ -337,9 +324,6 @@ class Generation:
                     if isinstance(event, Partial):
                         number = partials[event.index] = partials.get(event.index, -1) + 1
                         yield PartialOut(event.index, number, event.image.b64, event.media_type)
-                    elif isinstance(event, RelayedPartial):
-                        number = partials[event.index] = partials.get(event.index, -1) + 1
-                        yield RelayedPartialOut(event.index, number, event.relay, event.media_type)
                     elif isinstance(event, TextChunk):
                         yield TextOut(event.text, event.phase)
                     elif isinstance(event, Image):
@@ -380,16 +364,17 @@ class Generation:
             stream=self.streamed and attempt.endpoint.supports_streaming,
             deadline=time.monotonic() + timeout,
             settings=attempt.endpoint.settings,
-            relay=self._may_relay(attempt),
+            relay_from=self.gateway.options.relay_from_bytes if self._may_relay(attempt) else None,
         )
 
     def _may_relay(self, attempt: Attempt) -> bool:
-        """Whether images may go out while they arrive: nothing to convert or hash (which need
-        whole images), and one upstream call (a fan-out merges several answers)."""
+        """Whether images may go out while they arrive: a buffered answer from one upstream call,
+        nothing to convert, nothing to hash (all of which need whole images)."""
         per_call = attempt.endpoint.settings.get("images_per_call")
         options = self.gateway.options
         return (
             options.relay_images
+            and not self.streamed
             and not attempt.output.converts
             and not options.record_output_sha256
             and (per_call is None or (self.request.n or 1) <= per_call)

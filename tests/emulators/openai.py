@@ -650,17 +650,8 @@ async def _stream(emulator: Emulator, request: web.Request, parsed: _Request) ->
     )
     await response.prepare(request)
 
-    # A connection that drops halfway through the image's event (its previews arrive whole).
-    cut_mid_image = emulator.take_fault("stream_cut_mid_image") is not None
-
     async def send(kind: str, payload: dict[str, Any]) -> None:
-        event = f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n"
-        if cut_mid_image and kind.endswith(".completed"):
-            await response.write(event[: len(event) // 2])
-            assert request.transport is not None
-            request.transport.close()
-            return
-        await response.write(event)
+        await response.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n")
 
     fault = emulator.take_fault("moderation_stream", "stream_error", "stream_cut")
     for index in range(n):

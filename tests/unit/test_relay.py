@@ -14,12 +14,10 @@ from hypothesis import strategies as st
 from imagegate.errors import UpstreamError
 from imagegate.providers.relay import (
     END,
-    EVENT,
     START,
     VALUE,
     ByteRelay,
     JsonValueScanner,
-    SseValueReader,
     lifted_index,
 )
 
@@ -112,60 +110,3 @@ async def test_a_relay_that_breaks_off_raises_at_its_reader() -> None:
     assert await anext(reader) == b"x"
     with pytest.raises(UpstreamError):
         await anext(reader)
-
-
-def sse_stream(newline: bytes = b"\n") -> bytes:
-    events = [
-        ("image_generation.partial_image", {"type": "image_generation.partial_image",
-                                            "b64_json": IMAGES[0].decode(), "partial_image_index": 0}),
-        ("image_generation.completed", {"type": "image_generation.completed",
-                                        "b64_json": IMAGES[1].decode(), "usage": {"output_tokens": 3}}),
-    ]
-    out = b": keep-alive" + newline + newline
-    for name, payload in events:
-        out += b"event: " + name.encode() + newline + b"data: " + orjson.dumps(payload) + newline + newline
-    return out
-
-
-def read_sse(text: bytes, cuts: list[int]) -> tuple[list[tuple[str, bytes]], list[tuple[str, object]]]:
-    reader = SseValueReader("b64_json")
-    values: list[tuple[str, bytes]] = []
-    events: list[tuple[str, object]] = []
-    current: list[bytes] = []
-    name = ""
-    bounds = [0, *sorted(set(cuts)), len(text)]
-    items = [item for start, end in zip(bounds, bounds[1:], strict=False) for item in reader.feed(text[start:end])]
-    for item in [*items, *reader.close()]:
-        if item[0] == START:
-            name, current = item[1], []
-        elif item[0] == VALUE:
-            current.append(bytes(item[1]))
-        elif item[0] == END:
-            values.append((name, b"".join(current)))
-        else:
-            assert item[0] == EVENT
-            events.append((item[1], item[2]))
-            assert item[3] is None  # JSON: no raw text
-    return values, events
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=len(sse_stream()) - 1), max_size=40),
-       st.sampled_from([b"\n", b"\r\n"]))
-def test_sse_events_hand_their_values_on_under_any_split(cuts: list[int], newline: bytes) -> None:
-    text = sse_stream(newline)
-    values, events = read_sse(text, [c for c in cuts if c < len(text)])
-    assert values == [("image_generation.partial_image", IMAGES[0]), ("image_generation.completed", IMAGES[1])]
-    assert [name for name, _ in events] == ["image_generation.partial_image", "image_generation.completed"]
-    assert [lifted_index(doc["b64_json"]) for _, doc in events] == [0, 1]
-    assert events[1][1]["usage"] == {"output_tokens": 3}
-
-
-def test_sse_values_are_named_by_the_json_type_when_there_is_no_event_line() -> None:
-    values, _ = read_sse(sse_stream().replace(b"event: image_generation.partial_image\n", b""), [])
-    assert [name for name, _ in values] == ["image_generation.partial_image", "image_generation.completed"]
-
-
-def test_an_sse_stream_ending_without_a_blank_line_still_ends_its_event() -> None:
-    values, events = read_sse(sse_stream().rstrip(b"\n"), [])
-    assert len(values) == 2 and len(events) == 2

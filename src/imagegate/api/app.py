@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reservation_ttl_s=settings.reservation_ttl_s,
                 record_output_sha256=settings.record_output_sha256,
                 relay_images=settings.relay_images,
+                relay_from_bytes=settings.relay_from_bytes,
             ),
             health=health,
         )

@@ -25,10 +25,8 @@ from imagegate.generation import (
     ImageOut,
     PartialOut,
     RelayedOut,
-    RelayedPartialOut,
     TextOut,
 )
-from imagegate.providers.relay import ByteRelay
 from imagegate.wire import (
     SSE_DONE,
     SSE_KEEPALIVE,
@@ -105,7 +103,7 @@ async def _generate(request: Request) -> Response:
     generation.app_title = request.headers.get("x-openrouter-title") or request.headers.get("x-title")
     generation.start()
     if streaming:
-        return _RelayResponse(
+        return StreamingResponse(
             _sse(generation, state.settings.sse_keepalive_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_headers(generation, generation.primary)},
@@ -136,7 +134,6 @@ async def _buffered(generation: Generation, request: Request) -> Response:
             handed_over, consuming = consuming, None  # the response ends it, sent or abandoned
             return _RelayResponse(
                 _relayed_body(generation, images, outcome, events),
-                media_type="application/json",
                 headers=_headers(generation, outcome.attempt, [outcome.info]),
                 on_close=lambda: handed_over.__exit__(None, None, None),
             )
@@ -209,14 +206,12 @@ async def _relayed_body(
 
 
 class _RelayResponse(StreamingResponse):
-    """A relayed answer (JSON or SSE). If the generation fails in the middle of an image, the
-    answer is left incomplete and the server closes the connection: the client sees a cut,
-    never a well-formed answer or event missing part of an image. ``on_close`` runs however
-    it ends."""
+    """A relayed answer. If the generation fails after it started, the answer is left
+    incomplete and the server closes the connection: the client sees a cut, never a
+    well-formed answer missing an image. ``on_close`` runs however it ends."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, media_type: str, headers: dict[str, str],
-                 on_close: Callable[[], Any] | None = None) -> None:
-        super().__init__(content, media_type=media_type, headers=headers)
+    def __init__(self, content: AsyncIterator[bytes], *, headers: dict[str, str], on_close: Callable[[], Any]) -> None:
+        super().__init__(content, media_type="application/json", headers=headers)
         self._on_close = on_close
 
     async def stream_response(self, send: Send) -> None:
@@ -233,8 +228,7 @@ class _RelayResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            if self._on_close is not None:
-                self._on_close()
+            self._on_close()
 
 
 async def _client_gone(request: Request) -> None:
@@ -243,86 +237,58 @@ async def _client_gone(request: Request) -> None:
 
 
 async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[bytes]:
-    """``data:`` events only, ``: `` comments while waiting, ``data: [DONE]`` at the end.
-
-    An image's completed event carries the usage when it is the last one, so it is closed only
-    when the next event shows which it is: held whole (``ImageOut``), or, relayed, written up
-    to the end of its base64 and left open (no keep-alive may fall inside it meanwhile).
-    """
+    """``data:`` events only, ``: `` comments while waiting, ``data: [DONE]`` at the end."""
     with generation.consuming():
         yield SSE_KEEPALIVE  # flushes the headers at once
         events = aiter(generation.events())
-        pending: ImageOut | RelayedOut | None = None
+        pending_image: ImageOut | None = None  # held back: the last one carries the usage
         next_event = asyncio.ensure_future(anext(events))
         try:
             while True:
                 done, _ = await asyncio.wait({next_event}, timeout=keepalive_s)
                 if not done:
-                    if not isinstance(pending, RelayedOut):
-                        yield SSE_KEEPALIVE
+                    yield SSE_KEEPALIVE
                     continue
                 try:
                     event = next_event.result()
                 except StopAsyncIteration:
                     break
                 next_event = asyncio.ensure_future(anext(events))
-                if isinstance(event, PartialOut | RelayedPartialOut):
-                    if pending is not None and event.image_index != pending.index:
-                        yield _close(generation, pending, None)  # keep each image's events together
-                        pending = None
-                    head = {"type": "image_generation.partial_image", "partial_image_index": event.partial_index}
-                    if isinstance(event, PartialOut):
-                        yield sse_event(head, b64=event.b64)
-                    else:
-                        async for piece in _relayed_event(head, event.relay):
-                            yield piece
-                        yield b'"}\n\n'
+                if isinstance(event, PartialOut):
+                    if pending_image is not None and event.image_index != pending_image.index:
+                        yield _completed(generation, pending_image, None)  # keep each image's events together
+                        pending_image = None
+                    yield sse_event(
+                        {"type": "image_generation.partial_image", "partial_image_index": event.partial_index},
+                        b64=event.b64,
+                    )
                 elif isinstance(event, TextOut):
                     yield sse_event({"type": "image_generation.text_chunk", "text": event.text, "phase": event.phase})
-                elif isinstance(event, ImageOut | RelayedOut):
-                    if pending is not None:
-                        yield _close(generation, pending, None)
-                    pending = event
-                    if isinstance(event, RelayedOut):
-                        async for piece in _relayed_event(_completed_fields(generation, event.media_type), event.relay):
-                            yield piece
+                elif isinstance(event, ImageOut):
+                    if pending_image is not None:
+                        yield _completed(generation, pending_image, None)
+                    pending_image = event
                 elif isinstance(event, Finished):
-                    if pending is not None:
-                        yield _close(generation, pending, event.usage)
-                        pending = None
+                    if pending_image is not None:
+                        yield _completed(generation, pending_image, event.usage)
+                        pending_image = None
                     generation.mark_delivered()
                 elif isinstance(event, Failed):
-                    if pending is not None:  # delivered before the failure: still the client's
-                        yield _close(generation, pending, None)
-                        pending = None
+                    if pending_image is not None:  # delivered before the failure: still the client's
+                        yield _completed(generation, pending_image, None)
+                        pending_image = None
                     yield _error_event(event.error)
         finally:
             next_event.cancel()
         yield SSE_DONE
 
 
-async def _relayed_event(fields: dict[str, Any], relay: ByteRelay) -> AsyncIterator[bytes]:
-    """An event's ``data: {fields…,"b64_json":"<base64>`` as the base64 arrives (left open)."""
-    yield b"data: " + orjson.dumps(fields)[:-1] + b',"b64_json":"' + relay.head
-    try:
-        async for chunk in relay.chunks():
-            yield chunk
-    except ImagegateError as exc:
-        raise _RelayBroken(exc.message) from exc
-    finally:
-        if not relay.complete:
-            relay.abandon()
-
-
-def _completed_fields(generation: Generation, media_type: str) -> dict[str, Any]:
-    return {"type": "image_generation.completed", "media_type": media_type, "created": generation.created}
-
-
-def _close(generation: Generation, image: ImageOut | RelayedOut, usage: dict[str, Any] | None) -> bytes:
-    """The end of an image's completed event (all of it, for one held whole)."""
-    if isinstance(image, RelayedOut):
-        return b'",' + orjson.dumps({"usage": usage})[1:] + b"\n\n" if usage is not None else b'"}\n\n'
-    payload = _completed_fields(generation, image.media_type)
+def _completed(generation: Generation, image: ImageOut, usage: dict[str, Any] | None) -> bytes:
+    payload: dict[str, Any] = {
+        "type": "image_generation.completed",
+        "media_type": image.media_type,
+        "created": generation.created,
+    }
     if usage is not None:
         payload["usage"] = usage
     return sse_event(payload, b64=image.b64)

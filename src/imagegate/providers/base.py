@@ -126,9 +126,10 @@ class ProviderJob:
     deadline: float | None = None
     #: Endpoint-specific settings from the catalog (base URL overrides, deployment names ...).
     settings: Mapping[str, Any] = field(default_factory=dict)
-    #: Nothing needs whole images (no conversion, no hashing): a provider may hand each image
-    #: and preview on while it arrives (``RelayedImage``, ``RelayedPartial``).
-    relay: bool = False
+    #: The client waits for one buffered answer and nothing needs whole images first: a
+    #: provider may hand each image of at least this many base64 bytes on while it arrives
+    #: (``RelayedImage``). ``None``: never.
+    relay_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +138,6 @@ class Partial:
 
     index: int
     image: Blob
-    media_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class RelayedPartial:
-    """A preview of output ``index`` still arriving (``relay``); never billed."""
-
-    index: int
-    relay: ByteRelay
     media_type: str
 
 
@@ -189,7 +181,7 @@ class Done:
     usage: Usage
 
 
-ProviderEvent = Partial | RelayedPartial | TextChunk | Progress | Image | RelayedImage | Done
+ProviderEvent = Partial | TextChunk | Progress | Image | RelayedImage | Done
 
 
 @runtime_checkable

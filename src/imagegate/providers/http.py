@@ -122,8 +122,10 @@ class HttpPool:
         data: Any = None,
         on_error: Callable[[Reply], UpstreamError] | None = None,
         max_bytes: int = MAX_BODY_BYTES,
+        whole_below: int = 0,
     ) -> AsyncIterator[bytes]:
-        """A 2xx answer's body in the reads it arrives in (no copies, no joins).
+        """A 2xx answer's body in the reads it arrives in (no copies, no joins); read whole, as
+        one piece, when it says it is shorter than ``whole_below``.
 
         A non-2xx answer is read whole and raised through ``on_error`` (or the common table).
         """
@@ -137,6 +139,9 @@ class HttpPool:
                     raise (on_error or (lambda r: upstream_error(provider_name, r)))(reply)
                 _check_length(response.content_length, max_bytes, provider_name)
                 answering = True
+                if response.content_length is not None and response.content_length < whole_below:
+                    yield await _read_capped(response, max_bytes, provider_name)
+                    return
                 size = 0
                 async for chunk in response.content.iter_any():
                     size += len(chunk)

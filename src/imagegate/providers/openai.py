@@ -34,18 +34,15 @@ from imagegate.providers.base import (
     ProviderJob,
     ReferenceImage,
     RelayedImage,
-    RelayedPartial,
     Usage,
 )
 from imagegate.providers.http import HttpPool, Reply, loads_lifted, upstream_error
 from imagegate.providers.relay import (
-    END,
     HEAD_B64_CHARS,
     START,
     VALUE,
     ByteRelay,
     JsonValueScanner,
-    SseValueReader,
     lifted_index,
 )
 
@@ -110,14 +107,6 @@ class _ImagesApi:
             body: dict[str, Any] = {"data": await _multipart(fields, job.references)}
         else:
             body = {"json": fields}
-        if job.stream and job.relay:
-            chunks = self._http.stream_body(
-                self.name, "POST", route.url, deadline=job.deadline, headers=route.headers,
-                on_error=self._error, **body,
-            )
-            async for event in _relayed_stream_events(self.name, job, chunks):
-                yield event
-            return
         if job.stream:
             events = self._http.stream_lines(
                 self.name,
@@ -131,10 +120,11 @@ class _ImagesApi:
             async for event in _stream_events(self.name, job, events):
                 yield event
             return
-        if job.relay:
+        if job.relay_from is not None:
+            # An answer too short to hold an image worth relaying is read whole: cheaper (measured).
             chunks = self._http.stream_body(
                 self.name, "POST", route.url, deadline=job.deadline, headers=route.headers,
-                on_error=self._error, **body,
+                on_error=self._error, whole_below=job.relay_from, **body,
             )
             async for event in _relayed_events(self.name, job, chunks):
                 yield event
@@ -338,8 +328,9 @@ async def _relayed_events(
     provider_name: str, job: ProviderJob, chunks: AsyncIterator[bytes]
 ) -> AsyncIterator[ProviderEvent]:
     """The answer of ``_response_events``, read as it arrives: each image is handed on as a
-    ``RelayedImage`` once its head is in. An image shorter than its head, and every one after
-    it (order is kept), is handed on whole once the answer is complete."""
+    ``RelayedImage`` once ``job.relay_from`` bytes of it are in. An image shorter than that,
+    and every one after it (order is kept), is handed on whole once the answer is complete."""
+    relay_from = max(job.relay_from or 0, HEAD_B64_CHARS)
     scanner = JsonValueScanner("b64_json")
     values: dict[int, bytes | None] = {}  # None: relayed
     head: list[bytes] = []
@@ -357,7 +348,7 @@ async def _relayed_events(
                 elif kind == VALUE:
                     head.append(item)
                     head_chars += len(item)
-                    if relaying and head_chars >= HEAD_B64_CHARS:
+                    if relaying and head_chars >= relay_from:
                         relay = ByteRelay(b"".join(head))
                         values[current] = None
                         yield RelayedImage(relay, *_head_info(relay.head, job))
@@ -400,93 +391,6 @@ def _head_info(head: bytes, job: ProviderJob) -> tuple[str, int | None, int | No
     except ValueError:
         return (_media_type(None, job), *_dimensions(None, job))
     return info.media_type, info.width, info.height
-
-
-async def _relayed_stream_events(
-    provider_name: str, job: ProviderJob, chunks: AsyncIterator[bytes]
-) -> AsyncIterator[ProviderEvent]:
-    """``_stream_events``, with each preview and image handed on while its event arrives."""
-    reader = SseValueReader("b64_json")
-    relayed: set[int] = set()
-    held: dict[int, bytes] = {}
-    head: list[bytes] = []
-    head_chars, current, kind = 0, 0, ""
-    relay: ByteRelay | None = None
-
-    async def items() -> AsyncIterator[tuple[Any, ...]]:
-        async for chunk in chunks:
-            for item in reader.feed(chunk):
-                yield item
-        for item in reader.close():
-            yield item
-
-    try:
-        async for item in items():
-            if item[0] == START:
-                kind, current, head, head_chars = item[1] or "", item[2], [], 0
-            elif item[0] == VALUE and relay is not None:
-                await relay.put(item[1])
-            elif item[0] == VALUE:
-                head.append(item[1])
-                head_chars += len(item[1])
-                if head_chars >= HEAD_B64_CHARS and kind.endswith((".partial_image", ".completed")):
-                    relay = ByteRelay(b"".join(head))
-                    relayed.add(current)
-                    media_type, width, height = _head_info(relay.head, job)
-                    if kind.endswith(".partial_image"):
-                        yield RelayedPartial(0, relay, media_type)
-                    else:
-                        yield RelayedImage(relay, media_type, width, height)
-            elif item[0] == END and relay is not None:
-                relay.end()
-                relay = None
-            elif item[0] == END:
-                held[item[1]] = b"".join(head)
-            else:  # the event is complete
-                for event in _stream_event(provider_name, job, item[2], item[3], relayed, held):
-                    yield event
-                    if isinstance(event, Done):
-                        return
-    except BaseException as exc:
-        if relay is not None:
-            relay.end(exc)
-        raise
-    raise UpstreamError(
-        f"{provider_name} ended the stream before the image was complete",
-        metadata={"provider_name": provider_name},
-    )
-
-
-def _stream_event(
-    provider_name: str, job: ProviderJob, event: Any, text: bytes | None, relayed: set[int], held: dict[int, bytes]
-) -> list[ProviderEvent]:
-    """The provider events of one complete stream event whose values were read already."""
-    if event is None:
-        if text is not None and text.strip() == b"[DONE]":
-            return []
-        raise UpstreamError(
-            f"{provider_name} sent a malformed stream event", metadata={"provider_name": provider_name}
-        )
-    if not isinstance(event, dict):
-        return []
-    if "error" in event:
-        raise _stream_error(provider_name, event)
-    kind = str(event.get("type", ""))
-    b64 = event.get("b64_json")
-    index = lifted_index(b64)
-    if kind.endswith(".completed") and index in relayed:
-        return [Done(_usage(provider_name, event.get("usage")))]
-    value = held.pop(index, None) if index is not None else b64
-    if index in relayed or not value:
-        return []
-    media_type = _media_type(event.get("output_format"), job)
-    blob = Blob.from_b64(value)
-    if kind.endswith(".partial_image"):
-        return [Partial(0, blob, media_type)]
-    if kind.endswith(".completed"):
-        return [Image(blob, media_type, *_dimensions(event.get("size"), job)),
-                Done(_usage(provider_name, event.get("usage")))]
-    return []
 
 
 async def _stream_events(

@@ -126,44 +126,43 @@ class JsonValueScanner:
         self._pending_backslash = False
         self.values = 0
 
-    def feed(self, chunk: bytes, start: int = 0, stop: int | None = None) -> Iterator[tuple[str, Any]]:
-        """Scan ``chunk[start:stop]``, the next part of the text."""
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, Any]]:
         # Offsets and views into ``chunk``, never slices of it: a read may be megabytes, and
         # every fresh copy that size costs its page faults too.
-        view, pos, end = memoryview(chunk), start, len(chunk) if stop is None else stop
-        while pos < end:
+        view, pos = memoryview(chunk), 0
+        while pos < len(chunk):
             if self._in_value:
-                pos = yield from self._value(chunk, view, pos, end)
+                pos = yield from self._value(chunk, view, pos)
                 continue
-            found = self._find_value(chunk, pos, end)
-            if found is None:
-                self._doc += view[pos:end]
+            start = self._find_value(chunk, pos)
+            if start is None:
+                self._doc += view[pos:]
                 return
-            self._doc += view[pos:found]
+            self._doc += view[pos:start]
             self._doc += b"\\u0000lifted:%d" % self.values
             self._in_value = True
-            pos = found
+            pos = start
             yield START, self.values
 
-    def _find_value(self, chunk: bytes, pos: int, end: int) -> int | None:
+    def _find_value(self, chunk: bytes, pos: int) -> int | None:
         """Where the next value of the member starts in ``chunk`` (after its opening quote)."""
         # A member cut in two by the reads: it starts in what is kept and ends in this read.
         tail = bytes(self._doc[-_STRADDLE:])
-        probe = tail + chunk[pos : min(pos + _STRADDLE, end)]
+        probe = tail + chunk[pos : pos + _STRADDLE]
         for match in self._member.finditer(probe):
             if match.start() >= len(tail):
                 break
             if match.end() > len(tail) and not _escaped(probe, match.start()):
                 return pos + match.end() - len(tail)
-        match = self._member.search(chunk, pos, end)
+        match = self._member.search(chunk, pos)
         while match is not None:
             before = chunk[match.start() - 1] if match.start() > pos else (self._doc[-1] if self._doc else 0)
             if before != 0x5C:  # not escaped, so not inside another string
                 return match.end()
-            match = self._member.search(chunk, match.end(), end)
+            match = self._member.search(chunk, match.end())
         return None
 
-    def _value(self, chunk: bytes, view: memoryview, pos: int, end: int) -> Iterator[tuple[str, Any]]:
+    def _value(self, chunk: bytes, view: memoryview, pos: int) -> Iterator[tuple[str, Any]]:
         """Value bytes (views of ``chunk``) up to its closing quote; returns where it stopped."""
         if self._pending_backslash:
             self._pending_backslash = False
@@ -171,20 +170,20 @@ class JsonValueScanner:
                 raise UpstreamError("an image in the upstream answer is not plain base64")
             yield VALUE, b"/"
             pos += 1
-        quote = chunk.find(b'"', pos, end)
-        stop = end if quote < 0 else quote
+        end = chunk.find(b'"', pos)
+        stop = len(chunk) if end < 0 else end
         if stop > pos:
             part: bytes | memoryview = view[pos:stop]
             if chunk.find(b"\\", pos, stop) >= 0:
                 part = self._unescape(bytes(part))
             if part:
                 yield VALUE, part
-        if quote < 0:
-            return end
+        if end < 0:
+            return len(chunk)
         self._in_value = False
         self.values += 1
         yield END, self.values - 1
-        return quote  # the closing quote belongs to the document
+        return end  # the closing quote belongs to the document
 
     def _unescape(self, part: bytes) -> bytes:
         if part.endswith(b"\\") and not part.endswith(b"\\\\"):
@@ -193,11 +192,6 @@ class JsonValueScanner:
         if b"\\" in unescaped:
             raise UpstreamError("an image in the upstream answer is not plain base64")
         return unescaped
-
-    @property
-    def text(self) -> bytes:
-        """The document as read so far, with placeholders for the values."""
-        return bytes(self._doc)
 
     def document(self) -> Any:
         """The parsed document, each value replaced by ``"\\x00lifted:<n>"``; ``None`` when the
@@ -219,80 +213,3 @@ def lifted_index(value: Any) -> int | None:
     if isinstance(value, str) and value.startswith("\x00lifted:"):
         return int(value[len("\x00lifted:"):])
     return None
-
-
-EVENT = "event"
-_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]+)"')
-
-
-class SseValueReader:
-    """Server-sent events read as they arrive, with the values of ``key`` in their ``data:``
-    JSON handed on as ``JsonValueScanner`` hands them on, never held as whole lines.
-
-    ``feed`` (and ``close`` at the end of the stream) return ``(START, event_name, index)``,
-    ``(VALUE, bytes)``, ``(END, index)`` and, at each event's end, ``(EVENT, event_name,
-    document)``: the data's parsed JSON with placeholders (``lifted_index``), ``None`` when it
-    was not JSON. Other lines (``id:``, ``retry:``, comments) are skipped.
-    """
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-        self._line = bytearray()  # the start of a line not yet known to be data
-        self._in_data = False  # inside a data: line, fed to the scanner as it comes
-        self._scanner: JsonValueScanner | None = None
-        self._event: str | None = None
-        self._values = 0  # counted across events: every value has an index of its own
-
-    def feed(self, chunk: bytes) -> Iterator[tuple[Any, ...]]:
-        view, pos = memoryview(chunk), 0
-        while pos < len(chunk):
-            newline = chunk.find(b"\n", pos)
-            stop = len(chunk) if newline < 0 else newline
-            if self._in_data:
-                yield from self._data(chunk, pos, stop)
-            else:
-                self._line += view[pos:stop]
-                if self._line.startswith(b"data:") and (len(self._line) >= 6 or newline >= 0):
-                    rest = bytes(self._line[6:] if self._line[5:6] == b" " else self._line[5:])
-                    self._line.clear()
-                    self._begin_data()
-                    yield from self._data(rest, 0, len(rest))
-            if newline < 0:
-                return
-            pos = newline + 1
-            if self._in_data:
-                self._in_data = False
-                continue
-            line = bytes(self._line).rstrip(b"\r")
-            self._line.clear()
-            if not line:
-                yield from self.close()
-            elif line.startswith(b"event:"):
-                self._event = line[6:].strip().decode("utf-8", "replace")
-
-    def close(self) -> Iterator[tuple[Any, ...]]:
-        """The event in progress, if any (at a blank line, or when the stream ends); its data
-        text comes along when it is not JSON (``[DONE]``, or a malformed event)."""
-        if self._scanner is not None:
-            self._values = self._scanner.values
-            document = self._scanner.document()
-            yield EVENT, self._event, document, None if document is not None else self._scanner.text
-        self._scanner, self._event, self._in_data = None, None, False
-
-    def _begin_data(self) -> None:
-        self._in_data = True
-        if self._scanner is None:
-            self._scanner = JsonValueScanner(self._key)
-            self._scanner.values = self._values
-        else:  # another data: line of the same event: SSE joins them with a newline
-            for _ in self._scanner.feed(b"\n"):
-                pass
-
-    def _data(self, chunk: bytes, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
-        assert self._scanner is not None
-        for item in self._scanner.feed(chunk, start, stop):  # a CR before a newline is JSON whitespace
-            if item[0] == START:  # named by the event: line, else by the JSON's "type" so far
-                found = self._event or _TYPE.search(self._scanner.text)
-                yield START, found if isinstance(found, str | None) else found[1].decode(), item[1]
-            else:
-                yield item
