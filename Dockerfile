@@ -12,6 +12,6 @@ USER imagegate
 ENV IMAGEGATE_HOST=0.0.0.0 IMAGEGATE_PORT=8080
 # Image-sized buffers come and go on every request: keep glibc from returning them to the
 # kernel and faulting them back in each time (measured ~1 ms per request, docs/benchmarks.md).
-ENV MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728
+ENV MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=33554432
 EXPOSE 8080
 CMD ["imagegate", "serve"]

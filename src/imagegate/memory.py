@@ -22,8 +22,9 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 #: Buffers up to this size come from the heap (glibc's own ceiling for the dynamic threshold).
 MMAP_THRESHOLD = 32 * 1024 * 1024
-#: Free memory kept at the heap's top before it is returned to the kernel.
-TRIM_THRESHOLD = 128 * 1024 * 1024
+#: Free memory kept at the heap's top before it is returned to the kernel (128 MiB measured no
+#: faster, and kept ~80 MiB more with 9,800 streams open).
+TRIM_THRESHOLD = 32 * 1024 * 1024
 
 
 def tune_malloc() -> bool:

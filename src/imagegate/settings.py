@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     tune_malloc: bool = Field(
         True,
         description="On glibc, keep image-sized buffers in the process instead of handing them back "
-        "to the kernel after every request (MALLOC_MMAP_THRESHOLD_ 32 MiB, MALLOC_TRIM_THRESHOLD_ "
-        "128 MiB). Skipped when either variable is set.",
+        "to the kernel after every request (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ "
+        "32 MiB). Skipped when either variable is set.",
     )
     relay_images: bool = Field(
         True,
