@@ -33,15 +33,16 @@ _accounts = Account.__table__
 _keys = ApiKey.__table__
 _reservations = Reservation.__table__
 
-_hold_keys = (
+#: What a key / an account holds moves by ``delta`` (executed many at a time, one per row).
+shift_key_reserved = (
     update(_keys)
     .where(_keys.c.id == bindparam("key"))
-    .values(reserved_nano=_keys.c.reserved_nano + bindparam("added"))
+    .values(reserved_nano=_keys.c.reserved_nano + bindparam("delta"))
 )
-_hold_accounts = (
+shift_account_reserved = (
     update(_accounts)
     .where(_accounts.c.id == bindparam("account"))
-    .values(reserved_nano=_accounts.c.reserved_nano + bindparam("added"))
+    .values(reserved_nano=_accounts.c.reserved_nano + bindparam("delta"))
 )
 
 
@@ -113,9 +114,9 @@ async def reserve_all(conn: AsyncConnection, batch: list[Hold], at: datetime) ->
             "amount_nano": amount, "created_at": at, "expires_at": at + timedelta(seconds=hold.ttl_s),
         })
     if rows:
-        await conn.execute(_hold_keys, [{"key": k, "added": a} for k, a in sorted(added_to_key.items())])
+        await conn.execute(shift_key_reserved, [{"key": k, "delta": a} for k, a in sorted(added_to_key.items())])
         await conn.execute(
-            _hold_accounts, [{"account": k, "added": a} for k, a in sorted(added_to_account.items())]
+            shift_account_reserved, [{"account": k, "delta": a} for k, a in sorted(added_to_account.items())]
         )
         await conn.execute(insert(_reservations), rows)
     return results

@@ -30,7 +30,12 @@ from imagegate.store import tx
 from imagegate.store.batching import GroupCommit
 from imagegate.store.cache import TTLCache
 from imagegate.store.coltypes import to_decimal, utcnow
-from imagegate.store.holds import Hold, reserve_all
+from imagegate.store.holds import (
+    Hold,
+    reserve_all,
+    shift_account_reserved,
+    shift_key_reserved,
+)
 from imagegate.store.models import Account, ApiKey, Reservation
 from imagegate.store.money import nano_to_usd
 from imagegate.store.settlement import Settlement, settle_all
@@ -252,19 +257,6 @@ class ReservationRepository:
         return reaped
 
 
-async def _release_key(conn: AsyncConnection, key_id: int, amount: int) -> None:
-    # Runs even for 0: it takes the key's row lock before a charge is booked (see above).
-    await conn.execute(
-        update(_keys)
-        .where(_keys.c.id == key_id)
-        .values(reserved_nano=_keys.c.reserved_nano - amount)
-    )
-
-
 async def _release(conn: AsyncConnection, key_id: int, account_id: int, amount: int) -> None:
-    await _release_key(conn, key_id, amount)
-    await conn.execute(
-        update(_accounts)
-        .where(_accounts.c.id == account_id)
-        .values(reserved_nano=_accounts.c.reserved_nano - amount)
-    )
+    await conn.execute(shift_key_reserved, [{"key": key_id, "delta": -amount}])
+    await conn.execute(shift_account_reserved, [{"account": account_id, "delta": -amount}])

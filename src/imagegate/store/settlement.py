@@ -21,26 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imagegate.store.generations import GenerationRecord
-from imagegate.store.models import Account, ApiKey, Generation, LedgerEntry, Reservation
+from imagegate.store.holds import shift_key_reserved
+from imagegate.store.models import Account, Generation, LedgerEntry, Reservation
 from imagegate.store.money import nano_to_usd, usd_to_nano
 
 log = logging.getLogger(__name__)
 
 _accounts = Account.__table__
-_keys = ApiKey.__table__
 _ledger = LedgerEntry.__table__
 _reservations = Reservation.__table__
 _generations = Generation.__table__
-
-_release_keys = (
-    update(_keys)
-    .where(_keys.c.id == bindparam("key"))
-    .values(reserved_nano=_keys.c.reserved_nano - bindparam("released"))
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +82,7 @@ async def settle_all(conn: AsyncConnection, batch: list[Settlement], at: datetim
         results.append(0)  # filled in once the account's balance is known
     keyed = [p for p in plans if p.key_id is not None]
     if keyed:
-        await conn.execute(_release_keys, _per_key(keyed))
+        await conn.execute(shift_key_reserved, _per_key(keyed))
     await _book_accounts(conn, plans, at)
     charged = {p.settlement.generation_id: p.charge or 0 for p in plans}
     for i, settlement in enumerate(batch):
@@ -160,7 +154,7 @@ def _per_key(plans: list[_Plan]) -> list[dict[str, int]]:
     for plan in plans:
         assert plan.key_id is not None
         released[plan.key_id] += plan.released
-    return [{"key": key, "released": amount} for key, amount in sorted(released.items())]
+    return [{"key": key, "delta": -amount} for key, amount in sorted(released.items())]
 
 
 async def _book_accounts(conn: AsyncConnection, plans: list[_Plan], at: datetime) -> None:
