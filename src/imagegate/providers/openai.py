@@ -303,6 +303,14 @@ def _form_value(value: Any) -> str:
 def _response_events(provider_name: str, job: ProviderJob, reply: Reply) -> list[ProviderEvent]:
     # The images are sliced out as base64 bytes, never decoded into str (see loads_lifted).
     body, lifted = loads_lifted(reply.body, "b64_json")
+    return _answer_events(provider_name, job, body, {lifted_index(k): v for k, v in lifted.items()})
+
+
+def _answer_events(
+    provider_name: str, job: ProviderJob, body: Any, values: Mapping[int | None, bytes | memoryview | None]
+) -> list[ProviderEvent]:
+    """The events of a whole answer: ``body`` is its document with a placeholder for each
+    lifted image, ``values`` those images by index (``None``: relayed already)."""
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not data:
         raise UpstreamError(
@@ -314,12 +322,16 @@ def _response_events(provider_name: str, job: ProviderJob, reply: Reply) -> list
     events: list[ProviderEvent] = []
     for item in data:
         b64 = item.get("b64_json") if isinstance(item, dict) else None
-        if not isinstance(b64, str) or not b64:
+        index = lifted_index(b64)
+        if index is not None and index in values and values[index] is None:
+            continue  # relayed already
+        value = values.get(index) if index is not None else b64
+        if not value or not isinstance(value, str | bytes | memoryview):
             raise UpstreamError(
                 f"{provider_name} returned an image without data",
                 metadata={"provider_name": provider_name},
             )
-        events.append(Image(Blob.from_b64(lifted.get(b64, b64)), media_type, width, height))
+        events.append(Image(Blob.from_b64(value), media_type, width, height))
     events.append(Done(_usage(provider_name, body.get("usage"))))
     return events
 
@@ -362,26 +374,8 @@ async def _relayed_events(
         if relay is not None:
             relay.end(exc)
         raise
-    body = scanner.document()
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list) or not data:
-        raise UpstreamError(
-            f"{provider_name} returned a malformed response", metadata={"provider_name": provider_name}
-        )
-    media_type = _media_type(body.get("output_format"), job)
-    width, height = _dimensions(body.get("size"), job)
-    for item in data:
-        b64 = item.get("b64_json") if isinstance(item, dict) else None
-        index = lifted_index(b64)
-        if index is not None and values.get(index, b"") is None:
-            continue  # relayed already
-        value = values.get(index) if index is not None else b64
-        if not value:
-            raise UpstreamError(
-                f"{provider_name} returned an image without data", metadata={"provider_name": provider_name}
-            )
-        yield Image(Blob.from_b64(value), media_type, width, height)
-    yield Done(_usage(provider_name, body.get("usage")))
+    for event in _answer_events(provider_name, job, scanner.document(), values):
+        yield event
 
 
 def _head_info(head: bytes, job: ProviderJob) -> tuple[str, int | None, int | None]:
