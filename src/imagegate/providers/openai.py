@@ -344,7 +344,7 @@ async def _relayed_events(
     and every one after it (order is kept), is handed on whole once the answer is complete."""
     relay_from = max(job.relay_from or 0, HEAD_B64_CHARS)
     scanner = JsonValueScanner("b64_json")
-    values: dict[int, bytes | None] = {}  # None: relayed
+    values: dict[int | None, bytes | memoryview | None] = {}  # None: relayed
     head: list[bytes] = []
     head_chars = 0
     relay: ByteRelay | None = None
@@ -367,8 +367,8 @@ async def _relayed_events(
                 elif relay is not None:  # END of a relayed image
                     relay.end()
                     relay = None
-                else:  # END of an image held whole
-                    values[item] = b"".join(head)
+                else:  # END of an image held whole (a view of the read when it came in one)
+                    values[item] = head[0] if len(head) == 1 else b"".join(head)
                     relaying = False
     except BaseException as exc:
         if relay is not None:
