@@ -238,11 +238,25 @@ async def _serve(emulator: Emulator, request: web.Request, *, azure: bool) -> we
     if parsed.values.get("stream"):
         return await _stream(emulator, request, parsed)
     response = await _respond(parsed)
-    fault = emulator.take_fault("escaped_slashes", "cut_body")
+    fault = emulator.take_fault("escaped_slashes", "cut_body", "trickle_body")
     if fault == "escaped_slashes":  # JSON may escape "/" as "\/" (PHP and others do)
         response.body = response.body.replace(b"/", b"\\/")
     elif fault == "cut_body":  # a 200 whose connection drops two thirds into the body
         return await _cut_short(request, response.body)
+    elif fault == "trickle_body":  # a slow network: the body in ten parts, 50 ms apart
+        return await _trickle(request, response.body)
+    return response
+
+
+async def _trickle(request: web.Request, body: bytes) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    step = -(-len(body) // 10)
+    for start in range(0, len(body), step):
+        await response.write(body[start : start + step])
+        await asyncio.sleep(0.05)
+    await response.write_eof()
     return response
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Callable
 
 import httpx
@@ -133,3 +134,22 @@ def test_answers_under_the_relay_threshold_are_held_whole(gateway) -> None:
     headers, raw = post(gateway(relay_from_bytes=8 * 1024 * 1024), BODY)  # the default
     assert int(headers["content-length"]) == len(raw)
     assert jpeg(orjson.loads(raw)["data"][0]["b64_json"]).size == (1024, 1024)
+
+
+def test_a_client_leaving_mid_relay_lets_the_generation_finish_unbilled(gateway, emu: Emulator) -> None:
+    server = gateway()
+    emu.fault("trickle_body")  # the upstream takes ~0.5 s to send the image
+    with server.client() as client, client.stream("POST", "/images", json=BODY, headers=server.auth()) as response:
+        generation_id = response.headers["x-generation-id"]
+        next(response.iter_raw())  # the first relayed bytes, then the client goes away
+    deadline = time.monotonic() + 10
+    while True:
+        with server.client() as client:
+            found = client.get("/generation", params={"id": generation_id}, headers=server.auth())
+        if found.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    recorded = found.json()["data"]
+    assert recorded["status"] == "cancelled" and recorded["total_cost"] == 0
+    headers, _ = post(server, BODY)  # the upstream connection and the server are fine
+    assert headers["x-provider-name"] == "OpenAI"
