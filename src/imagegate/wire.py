@@ -124,16 +124,28 @@ class ImageRequest(_Wire):
 
 def image_response_body(created: int, images: Iterable[tuple[bytes | memoryview, str | None]], usage: dict) -> bytes:
     """``{"created", "data": [{"b64_json", "media_type"}], "usage"}`` from base64 bytes."""
-    parts = [b'{"created":', str(created).encode(), b',"data":[']
+    parts = [image_body_start(created)]
     for i, (b64, media_type) in enumerate(images):
-        if i:
-            parts.append(b",")
-        parts += (b'{"b64_json":"', b64, b'"')
-        if media_type:
-            parts += (b',"media_type":', orjson.dumps(media_type))
-        parts.append(b"}")
-    parts += (b'],"usage":', orjson.dumps(usage), b"}")
+        parts += (b"," if i else b"", IMAGE_ITEM_START, b64, image_item_end(media_type))
+    parts.append(image_body_end(usage))
     return b"".join(parts)
+
+
+# The same answer in pieces, for one written while its images still arrive: the body's start,
+# then per image IMAGE_ITEM_START + its base64 + image_item_end (comma-separated), then the end.
+IMAGE_ITEM_START = b'{"b64_json":"'
+
+
+def image_body_start(created: int) -> bytes:
+    return b'{"created":%d,"data":[' % created
+
+
+def image_item_end(media_type: str | None) -> bytes:
+    return b'","media_type":' + orjson.dumps(media_type) + b"}" if media_type else b'"}'
+
+
+def image_body_end(usage: dict) -> bytes:
+    return b'],"usage":' + orjson.dumps(usage) + b"}"
 
 
 def sse_event(payload: dict[str, Any], *, b64: bytes | memoryview | None = None) -> bytes:

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -28,9 +27,13 @@ from imagegate.generation import (
     TextOut,
 )
 from imagegate.wire import (
+    IMAGE_ITEM_START,
     SSE_DONE,
     SSE_KEEPALIVE,
     ImageRequest,
+    image_body_end,
+    image_body_start,
+    image_item_end,
     image_response_body,
     sse_event,
 )
@@ -165,23 +168,19 @@ class _RelayBroken(Exception):
     """The generation failed after its answer started: the answer must not look complete."""
 
 
-def _image_json(separator: bytes, b64: bytes | memoryview, media_type: str) -> bytes:
-    return b"".join((separator, b'{"b64_json":"', b64, b'","media_type":', orjson.dumps(media_type), b"}"))
-
-
 async def _relayed_body(
     generation: Generation, images: list[ImageOut], first: RelayedOut, events: AsyncIterator[GatewayEvent]
 ) -> AsyncIterator[bytes]:
     """The buffered answer's JSON written while its images arrive; ``usage`` comes last."""
-    yield b'{"created":%d,"data":[' % generation.created
+    yield image_body_start(generation.created)
     separator = b""
     for image in images:  # held whole before the first relayed one
-        yield _image_json(separator, image.b64, image.media_type)
+        yield b"".join((separator, IMAGE_ITEM_START, image.b64, image_item_end(image.media_type)))
         separator = b","
     event: GatewayEvent | None = first
     while True:
         if isinstance(event, RelayedOut):
-            yield separator + b'{"b64_json":"' + event.relay.head
+            yield separator + IMAGE_ITEM_START + event.relay.head
             try:
                 async for chunk in event.relay.chunks():
                     yield chunk
@@ -190,12 +189,12 @@ async def _relayed_body(
             finally:
                 if not event.relay.complete:
                     event.relay.abandon()
-            yield b'","media_type":' + orjson.dumps(event.media_type) + b"}"
+            yield image_item_end(event.media_type)
         elif isinstance(event, ImageOut):
-            yield _image_json(separator, event.b64, event.media_type)
+            yield b"".join((separator, IMAGE_ITEM_START, event.b64, image_item_end(event.media_type)))
         elif isinstance(event, Finished):
             generation.mark_delivered()
-            yield b'],"usage":' + orjson.dumps(event.usage) + b"}"
+            yield image_body_end(event.usage)
             return
         elif isinstance(event, Failed):
             raise _RelayBroken(event.error.message)

@@ -7,10 +7,10 @@ actual cost (charged, at most the reservation; the rest is released) or releases
 (failed or cancelled: nothing is charged). Reservations left by a crashed process expire
 and ``reap_expired`` releases them.
 
-Each of these is one transaction (see ``tx.py`` for how SQLite and PostgreSQL keep them
-apart). A key's limit is checked against ledger charges read *after* the key row is
-locked: every charge is booked by a transaction that holds that lock, so the read sees
-all of them (on PostgreSQL each statement of a READ COMMITTED transaction reads afresh).
+Each of these is one transaction, shared by the others of its kind that arrive together
+(``batching.py``); ``tx.py`` says how SQLite and PostgreSQL keep transactions apart. A
+key's limit is checked against ledger charges read *after* the key row is locked: every
+charge is booked by a transaction that holds that lock, so the read sees all of them (on PostgreSQL each statement of a READ COMMITTED transaction reads afresh).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from imagegate.store.holds import (
     shift_account_reserved,
     shift_key_reserved,
 )
-from imagegate.store.models import Account, ApiKey, Reservation
+from imagegate.store.models import Account, Reservation
 from imagegate.store.money import nano_to_usd
 from imagegate.store.settlement import Settlement, settle_all
 
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 REAPED_KEPT = timedelta(days=7)
 
 _accounts = Account.__table__
-_keys = ApiKey.__table__
 _reservations = Reservation.__table__
 #: Tries at a settlement batch while the connection pool is exhausted (~30 s in all).
 _POOL_ATTEMPTS = 6
