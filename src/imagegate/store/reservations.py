@@ -10,7 +10,8 @@ and ``reap_expired`` releases them.
 Each of these is one transaction, shared by the others of its kind that arrive together
 (``batching.py``); ``tx.py`` says how SQLite and PostgreSQL keep transactions apart. A
 key's limit is checked against ledger charges read *after* the key row is locked: every
-charge is booked by a transaction that holds that lock, so the read sees all of them (on PostgreSQL each statement of a READ COMMITTED transaction reads afresh).
+charge is booked by a transaction that holds that lock, so the read sees all of them (on
+PostgreSQL each statement of a READ COMMITTED transaction reads afresh).
 """
 
 from __future__ import annotations
