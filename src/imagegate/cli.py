@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imagegate.catalog import PricingLine, load_catalog
-from imagegate.memory import tune_malloc
+from imagegate.memory import tune_gc, tune_malloc
 from imagegate.providers import load_providers
 from imagegate.providers.http import HttpPool
 from imagegate.settings import load_settings
@@ -55,7 +55,7 @@ def serve(
             print(created, flush=True)
     err.print(f"imagegate serving on [bold]http://{host}:{port}[/bold]  (API under /api/v1)")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, on_started=tune_gc if settings.tune_gc else None),
         host=host,
         port=port,
         log_level=settings.log_level,

@@ -122,13 +122,26 @@ class ImageRequest(_Wire):
 # --- response bodies, built as bytes ---
 
 
-def image_response_body(created: int, images: Iterable[tuple[bytes | memoryview, str | None]], usage: dict) -> bytes:
-    """``{"created", "data": [{"b64_json", "media_type"}], "usage"}`` from base64 bytes."""
-    parts = [image_body_start(created)]
+def image_response_pieces(
+    created: int, images: Iterable[tuple[bytes | memoryview, str | None]], usage: dict
+) -> list[bytes | memoryview]:
+    """``{"created", "data": [{"b64_json", "media_type"}], "usage"}`` from base64 bytes, as
+    the JSON between the images and the images themselves, in order. The images are not
+    copied: written one after the other, the pieces are the answer."""
+    pieces: list[bytes | memoryview] = []
+    framing = [image_body_start(created)]
     for i, (b64, media_type) in enumerate(images):
-        parts += (b"," if i else b"", IMAGE_ITEM_START, b64, image_item_end(media_type))
-    parts.append(image_body_end(usage))
-    return b"".join(parts)
+        framing += (b"," if i else b"", IMAGE_ITEM_START)
+        pieces += (b"".join(framing), b64)
+        framing = [image_item_end(media_type)]
+    framing.append(image_body_end(usage))
+    pieces.append(b"".join(framing))
+    return pieces
+
+
+def image_response_body(created: int, images: Iterable[tuple[bytes | memoryview, str | None]], usage: dict) -> bytes:
+    """The answer of ``image_response_pieces`` in one piece."""
+    return b"".join(image_response_pieces(created, images, usage))
 
 
 # The same answer in pieces, for one written while its images still arrive: the body's start,

@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from imagegate.store import (
     GenerationRecord,
@@ -478,7 +478,7 @@ async def test_json_fields_accept_tuples_sets_dataclasses_and_decimals(store: St
 
     record = _full_record(
         applied={"size": Applied(512, frozenset({"size", "aspect_ratio"}), ("a", "b"))},
-        usage={"cost": Decimal("0.04")},
+        usage={"cost": Decimal("0.04"), 3: "int key", "at": datetime(2026, 1, 2, 3, 4, 5), "nan": float("nan")},
     )
     await store.record_generation(record)
     got = await store.get_generation(record.id)
@@ -486,7 +486,13 @@ async def test_json_fields_accept_tuples_sets_dataclasses_and_decimals(store: St
     assert got.applied == {
         "size": {"width": 512, "clamped": ["aspect_ratio", "size"], "adjustments": ["a", "b"]}
     }
-    assert got.usage == {"cost": 0.04}
+    # A naive datetime is UTC; a float JSON cannot hold is stored as null.
+    assert got.usage == {"cost": 0.04, "3": "int key", "at": "2026-01-02T03:04:05+00:00", "nan": None}
+
+
+async def test_json_fields_refuse_what_json_cannot_hold(store: Store) -> None:
+    with pytest.raises(StatementError, match="not JSON serializable"):
+        await store.record_generation(_full_record(usage={"x": object()}))
 
 
 async def test_get_generation_is_scoped_to_the_given_key(store: Store) -> None:

@@ -953,6 +953,34 @@ async def test_cached_state_follows_this_stores_changes_at_once_and_others_withi
         await asyncio.gather(cached.close(), other.close())
 
 
+async def test_a_burst_finding_its_key_uncached_looks_it_up_once(store: Store) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    cached = Store(url, cache_ttl_s=60)
+    lookups: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "api_keys" in statement:
+            lookups.append(statement)
+
+    event.listen(cached.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        secret, _ = await cached.create_key("burst")
+        found = await asyncio.gather(*(cached.authenticate(secret) for _ in range(50)))
+        assert all(k is not None and k.name == "burst" for k in found)
+        assert len(lookups) == 1
+        unknown = await asyncio.gather(*(cached.authenticate("sk-ig-v1-" + "x" * 40) for _ in range(20)))
+        assert unknown == [None] * 20 and len(lookups) == 2
+        # A revocation made through this store while a look-up is under way is not undone by
+        # the look-up's (older) read.
+        secret2, key2 = await cached.create_key("changing")
+        pending = asyncio.ensure_future(cached.authenticate(secret2))
+        await cached.revoke_key(key2.id)
+        await pending
+        assert await cached.authenticate(secret2) is None
+    finally:
+        await cached.close()
+
+
 async def test_200_concurrent_admissions_batch_their_holds_and_admit_exactly_what_credit_covers(
     store: Store,
 ) -> None:

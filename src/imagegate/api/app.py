@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import orjson
@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, on_started: Callable[[], None] | None = None) -> FastAPI:
+    """The API app; ``on_started`` runs once its start-up is done (``imagegate serve`` tunes the
+    garbage collector there)."""
     settings = settings or load_settings()
 
     @asynccontextmanager
@@ -92,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             health=health,
         )
         renewer = asyncio.create_task(app.state.gateway.renew_reservations_forever(), name="reservation renewer")
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:

@@ -34,7 +34,7 @@ from imagegate.wire import (
     image_body_end,
     image_body_start,
     image_item_end,
-    image_response_body,
+    image_response_pieces,
     sse_event,
 )
 
@@ -140,12 +140,11 @@ async def _buffered(generation: Generation, request: Request) -> Response:
                 headers=_headers(generation, outcome.attempt, [outcome.info]),
                 on_close=lambda: handed_over.__exit__(None, None, None),
             )
-        body = image_response_body(
+        pieces = image_response_pieces(
             generation.created, ((img.b64, img.media_type) for img in images), outcome.usage
         )
         generation.mark_delivered()
-        headers = _headers(generation, outcome.attempt, outcome.images)
-        return Response(body, media_type="application/json", headers=headers)
+        return _PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images))
     finally:
         if consuming is not None:
             consuming.__exit__(None, None, None)
@@ -162,6 +161,23 @@ async def _first_result(events: AsyncIterator[GatewayEvent]) -> tuple[list[Image
         elif isinstance(event, Failed):
             raise event.error
     raise ImagegateError("Generation ended without a result")
+
+
+class _PiecesResponse(Response):
+    """A JSON answer written as its pieces (``image_response_pieces``): megabytes of base64
+    go to the socket as they are instead of being copied into one body first (measured)."""
+
+    media_type = "application/json"
+
+    def __init__(self, pieces: list[bytes | memoryview], *, headers: dict[str, str]) -> None:
+        self.pieces = pieces
+        super().__init__(None, headers={**headers, "Content-Length": str(sum(map(len, pieces)))})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = len(self.pieces) - 1
+        for i, piece in enumerate(self.pieces):
+            await send({"type": "http.response.body", "body": piece, "more_body": i < last})
 
 
 class _RelayBroken(Exception):

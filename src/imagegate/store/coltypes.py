@@ -4,19 +4,17 @@
   offset, so values are stored as naive UTC there and re-labelled UTC on the way out).
 * ``DecimalText``: an exact ``Decimal`` kept as its normalized fixed-point text in a string
   column, so no backend rounds it through a float.
-* ``JSONDoc``: JSON that first turns the gateway's Python values into plain JSON
-  (``Decimal`` → number, tuples/sets → lists, dataclasses → dicts).
+* ``JSONDoc``: JSON written by ``dump_json``, which also takes the gateway's own values
+  (``Decimal`` → number, tuples/sets → lists, dataclasses → objects).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -92,32 +90,28 @@ class DecimalText(TypeDecorator[Decimal]):
         return None if value is None else Decimal(value)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data (dict/list/str/int/float/bool/None)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"JSON cannot hold {value!r}")
-        return value
+def dump_json(value: Any) -> str:
+    """``value`` as JSON text, for every JSON column (the engine's serializer): ``Decimal`` →
+    number, sets → sorted lists, tuples → lists, dataclasses → objects, datetimes → ISO 8601
+    in UTC, keys → strings. A float that is not finite is stored as ``null``."""
+    return orjson.dumps(value, default=_plain, option=_JSON_OPTIONS).decode()
+
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return jsonable(float(value))
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return float(value)
     if isinstance(value, (set, frozenset)):
-        return sorted(jsonable(v) for v in value)
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        return sorted(value)
     if isinstance(value, datetime):
         return as_utc(value).isoformat()
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
 class JSONDoc(TypeDecorator[Any]):
+    """JSON written by ``dump_json`` (``db.create_engine`` makes it the engine's serializer)."""
+
     impl = JSON
     cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return jsonable(value)

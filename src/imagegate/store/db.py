@@ -18,10 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from imagegate.store.coltypes import dump_json
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///imagegate.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -86,6 +89,8 @@ def create_engine(
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 20)
         kwargs.setdefault("max_overflow", 40)
+    kwargs.setdefault("json_serializer", dump_json)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     engine = _create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys))

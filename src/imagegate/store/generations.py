@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegate.store.coltypes import as_utc, jsonable, to_decimal, utcnow
+from imagegate.store.coltypes import as_utc, to_decimal, utcnow
 from imagegate.store.models import Generation
 from imagegate.store.money import nano_to_usd, usd_to_nano
 
@@ -77,8 +77,6 @@ class GenerationRecord:
     def to_values(self, *, cost_nano: int | None = None) -> dict[str, Any]:
         """The row's columns; ``cost_nano`` (what was actually charged) overrides ``cost_usd``."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("usage", "applied", "images", "attempts"):
-            values[name] = jsonable(values[name])
         if cost_nano is None:
             values["cost_nano"] = usd_to_nano(self.cost_usd)
         else:

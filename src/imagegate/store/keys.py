@@ -7,6 +7,7 @@ A key is never deleted: revoking keeps it, and its history, in the database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -99,6 +100,8 @@ class KeyRepository:
         # key id -> monotonic time of our last last_used_at write (skips the UPDATE entirely)
         self._touched: dict[int, float] = {}
         self._cache = TTLCache[str, KeyRecord](cache_ttl_s)
+        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._changes = 0  # keys changed through this repository
 
     async def create_key(
         self,
@@ -134,13 +137,24 @@ class KeyRepository:
         digest = hash_secret(secret)
         if (cached := self._cache.get(digest)) is not None:
             return await self._touch(cached)
+        # One look-up per key at a time: a burst that finds its key's entry expired shares it
+        # rather than taking a pooled connection per request.
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = self._lookups[digest] = asyncio.ensure_future(self._look_up(digest))
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, digest: str) -> KeyRecord | None:
+        changes = self._changes
         async with self._sessionmaker() as session:
             row = await session.scalar(select(ApiKey).where(ApiKey.hash == digest))
             record = None if row is None else KeyRecord.from_row(row)
         if record is None or not record.active:
             return None
         record = await self._touch(record)
-        self._cache.put(digest, record)
+        if changes == self._changes:  # a key changed meanwhile: this read may predate it
+            self._cache.put(digest, record)
         return record
 
     async def _touch(self, record: KeyRecord) -> KeyRecord:
@@ -238,6 +252,7 @@ class KeyRepository:
             row = await session.get(ApiKey, key_id, populate_existing=True)
             assert row is not None
             record = KeyRecord.from_row(row)
+        self._changes += 1
         self._cache.pop(record.hash)
         return record
 
