@@ -953,14 +953,17 @@ async def test_cached_state_follows_this_stores_changes_at_once_and_others_withi
         await asyncio.gather(cached.close(), other.close())
 
 
-async def test_a_burst_finding_its_key_uncached_looks_it_up_once(store: Store) -> None:
+async def test_a_burst_finding_its_key_and_account_uncached_reads_each_once(store: Store) -> None:
     url = store.engine.url.render_as_string(hide_password=False)
     cached = Store(url, cache_ttl_s=60)
     lookups: list[str] = []
+    accounts: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
         if statement.lstrip().upper().startswith("SELECT") and "api_keys" in statement:
             lookups.append(statement)
+        elif statement.lstrip().upper().startswith("SELECT") and "FROM accounts" in statement:
+            accounts.append(statement)
 
     event.listen(cached.engine.sync_engine, "before_cursor_execute", count)
     try:
@@ -970,6 +973,10 @@ async def test_a_burst_finding_its_key_uncached_looks_it_up_once(store: Store) -
         assert len(lookups) == 1
         unknown = await asyncio.gather(*(cached.authenticate("sk-ig-v1-" + "x" * 40) for _ in range(20)))
         assert unknown == [None] * 20 and len(lookups) == 2
+        admitted = await asyncio.gather(*(
+            cached.admit(found[0], generation_id=new_generation_id(), amount_usd=D(1), ttl_s=60) for _ in range(50)
+        ))
+        assert admitted == [False] * 50 and len(accounts) == 1  # unmetered: nothing held, read once
         # A revocation made through this store while a look-up is under way is not undone by
         # the look-up's (older) read.
         secret2, key2 = await cached.create_key("changing")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -44,3 +46,20 @@ class TTLCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class SharedLoads(Generic[K, V]):
+    """One load per key at a time: a caller asking for a key that is being loaded waits for
+    that load. A burst of requests finding their cache entry expired then reads the database
+    once, instead of taking a pooled connection each."""
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Future[V]] = {}
+
+    async def load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(load())
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        # Shielded: one waiter cancelled does not cancel the others' load.
+        return await asyncio.shield(running)

@@ -7,7 +7,6 @@ A key is never deleted: revoking keeps it, and its history, in the database.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagegate.store.cache import TTLCache
+from imagegate.store.cache import SharedLoads, TTLCache
 from imagegate.store.coltypes import utcnow
 from imagegate.store.ids import (
     KEY_PREFIX,
@@ -100,7 +99,7 @@ class KeyRepository:
         # key id -> monotonic time of our last last_used_at write (skips the UPDATE entirely)
         self._touched: dict[int, float] = {}
         self._cache = TTLCache[str, KeyRecord](cache_ttl_s)
-        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._lookups = SharedLoads[str, KeyRecord | None]()
         self._changes = 0  # keys changed through this repository
 
     async def create_key(
@@ -137,13 +136,7 @@ class KeyRepository:
         digest = hash_secret(secret)
         if (cached := self._cache.get(digest)) is not None:
             return await self._touch(cached)
-        # One look-up per key at a time: a burst that finds its key's entry expired shares it
-        # rather than taking a pooled connection per request.
-        lookup = self._lookups.get(digest)
-        if lookup is None:
-            lookup = self._lookups[digest] = asyncio.ensure_future(self._look_up(digest))
-            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
-        return await asyncio.shield(lookup)
+        return await self._lookups.load(digest, lambda: self._look_up(digest))
 
     async def _look_up(self, digest: str) -> KeyRecord | None:
         changes = self._changes

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store import tx
 from imagegate.store.batching import GroupCommit
-from imagegate.store.cache import TTLCache
+from imagegate.store.cache import SharedLoads, TTLCache
 from imagegate.store.coltypes import to_decimal, utcnow
 from imagegate.store.holds import (
     Hold,
@@ -59,6 +59,8 @@ class ReservationRepository:
         self._engine = engine
         self._writer = writer
         self._metered = TTLCache[int, bool](cache_ttl_s)
+        self._metered_loads = SharedLoads[int, bool]()
+        self._forgotten = 0  # accounts changed through this store
         # Only a failure of the SQL itself (one bad row) is worth retrying a batch item by item.
         self._holds = GroupCommit[Hold, None](self._hold_batch, split_on=(DBAPIError,))
         self._settlements = GroupCommit[Settlement, int](self._settle_batch, split_on=(DBAPIError,))
@@ -84,16 +86,23 @@ class ReservationRepository:
     async def is_metered(self, account_id: int) -> bool:
         metered = self._metered.get(account_id)
         if metered is None:
-            async with self._engine.connect() as conn:
-                balance = await conn.execute(select(_accounts.c.balance_nano).where(_accounts.c.id == account_id))
-                row = balance.one_or_none()
-            if row is None:
-                raise LookupError(f"no account with id {account_id}")
-            metered = row.balance_nano is not None
+            metered = await self._metered_loads.load(account_id, lambda: self._read_metered(account_id))
+        return metered
+
+    async def _read_metered(self, account_id: int) -> bool:
+        forgotten = self._forgotten
+        async with self._engine.connect() as conn:
+            balance = await conn.execute(select(_accounts.c.balance_nano).where(_accounts.c.id == account_id))
+            row = balance.one_or_none()
+        if row is None:
+            raise LookupError(f"no account with id {account_id}")
+        metered = row.balance_nano is not None
+        if forgotten == self._forgotten:  # else a top-up meanwhile: this read may predate it
             self._metered.put(account_id, metered)
         return metered
 
     def forget_account(self, account_id: int) -> None:
+        self._forgotten += 1
         self._metered.pop(account_id)
 
     async def reserve(
