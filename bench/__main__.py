@@ -25,6 +25,7 @@ from typing import Any
 
 from bench import scenarios
 from bench.procs import BENCH, Stack
+from imagegate.memory import tune_malloc
 
 RESULTS = BENCH / "results"
 
@@ -45,6 +46,10 @@ def main() -> int:
         os.environ["BENCH_GATEWAY_SRC"] = str(args.gateway_src.resolve())
     only = {int(x) for x in args.only.split(",") if x.strip()}
     _raise_fd_limit()
+    # The load generator shares the machine with what it measures: it keeps its buffers (not
+    # fresh pages per answer) and reads answers without holding them, so that most of the CPU
+    # goes to the proxies (measured: 1.55 → 1.02 CPU ms per 1K answer).
+    tune_malloc()
     try:
         import uvloop
 
