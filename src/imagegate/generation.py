@@ -268,7 +268,8 @@ class Generation:
                         continue
                     if isinstance(event, ImageOut):
                         images.append(_describe(event))
-                        unhashed.append((images[-1], event.b64))
+                        if self.gateway.options.record_output_sha256:  # else nothing keeps the image
+                            unhashed.append((images[-1], event.b64))
                     if isinstance(event, RelayedOut):  # goes out now, and whatever was before it
                         images.append(event.info)
                         relayed.append(event)
@@ -387,8 +388,10 @@ class Generation:
         billed = succeeded and self.delivered
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage = outcome.usage
-        if succeeded and outcome.unhashed and self.gateway.options.record_output_sha256:
+        if succeeded and outcome.unhashed:
             await _hash_images(outcome.unhashed)
+        # The images are the client's now: not held while the settlement waits for its batch.
+        outcome.unhashed = []
         record = GenerationRecord(
             id=self.id,
             key_id=self.key.id,

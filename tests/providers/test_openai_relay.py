@@ -7,7 +7,9 @@ are relayed; its PNG gradients (~13 KB) are not, and take the buffered path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 import io
 import time
 from collections.abc import Callable
@@ -153,3 +155,33 @@ def test_a_client_leaving_mid_relay_lets_the_generation_finish_unbilled(gateway,
     assert recorded["status"] == "cancelled" and recorded["total_cost"] == 0
     headers, _ = post(server, BODY)  # the upstream connection and the server are fine
     assert headers["x-provider-name"] == "OpenAI"
+
+
+def test_a_generation_waiting_for_its_settlement_holds_none_of_its_images(
+    gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load settlements wait for their batch; the answers are the clients' by then."""
+    from imagegate.store import Store
+
+    finish = Store.finish
+    outcomes: list[bool] = []
+
+    async def finish_once_images_are_gone(self, settlement):  # noqa: ANN001, ANN202
+        for _ in range(100):  # the answer may still be on its way to the client
+            gc.collect()
+            if not any(type(o) is memoryview and o.nbytes >= 50_000 for o in gc.get_objects()):
+                outcomes.append(True)
+                break
+            await asyncio.sleep(0.02)
+        else:
+            outcomes.append(False)
+        return await finish(self, settlement)
+
+    monkeypatch.setattr(Store, "finish", finish_once_images_are_gone)
+    server = gateway(relay_from_bytes=8 * 1024 * 1024)  # held whole: the image is a view of the answer
+    headers, raw = post(server, BODY)
+    assert len(orjson.loads(raw)["data"][0]["b64_json"]) >= 50_000
+    deadline = time.monotonic() + 10
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert outcomes == [True]
