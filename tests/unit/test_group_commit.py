@@ -41,6 +41,16 @@ async def test_writes_arriving_during_a_batch_go_together_in_the_next() -> None:
     assert recorder.batches == [[0], list(range(1, 21))]
 
 
+async def test_with_a_gathering_window_a_lone_write_waits_for_company() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.write, gather_s=0.05)
+    first = asyncio.create_task(commit.submit(0))
+    await asyncio.sleep(0.01)  # inside the window: no batch yet
+    assert recorder.batches == []
+    assert await asyncio.gather(first, commit.submit(1)) == [0, 10]
+    assert recorder.batches == [[0, 1]]
+
+
 async def test_batches_are_capped_in_size() -> None:
     recorder = Recorder()
     commit = GroupCommit(recorder.write, max_batch=8)

@@ -34,9 +34,11 @@ class GroupCommit(Generic[I, R]):
         *,
         max_batch: int = 256,
         split_on: tuple[type[Exception], ...] = (Exception,),
+        gather_s: float = 0.0,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._gather_s = gather_s
         self._split_on = split_on
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -55,6 +57,8 @@ class GroupCommit(Generic[I, R]):
             await asyncio.shield(self._flusher)
 
     async def _flush(self) -> None:
+        if self._gather_s:
+            await asyncio.sleep(self._gather_s)
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             items = [item for item, _ in batch]

@@ -48,6 +48,9 @@ REAPED_KEPT = timedelta(days=7)
 
 _accounts = Account.__table__
 _reservations = Reservation.__table__
+#: A settlement waits this long for others to share its transaction (and runs while the next
+#: request waits for its upstream, instead of delaying it).
+SETTLEMENT_GATHER_S = 0.005
 #: Tries at a settlement batch while the connection pool is exhausted (~30 s in all).
 _POOL_ATTEMPTS = 6
 
@@ -63,7 +66,9 @@ class ReservationRepository:
         self._forgotten = 0  # accounts changed through this store
         # Only a failure of the SQL itself (one bad row) is worth retrying a batch item by item.
         self._holds = GroupCommit[Hold, None](self._hold_batch, split_on=(DBAPIError,))
-        self._settlements = GroupCommit[Settlement, int](self._settle_batch, split_on=(DBAPIError,))
+        self._settlements = GroupCommit[Settlement, int](
+            self._settle_batch, split_on=(DBAPIError,), gather_s=SETTLEMENT_GATHER_S
+        )
 
     async def admit(
         self,
