@@ -157,7 +157,7 @@ class _Outcome:
 
     tried: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
-    #: Each output's description and its base64, hashed while the outcome is settled (_hash_images).
+    #: Each output's description and its base64, when the record keeps sha256s (_hash_images).
     unhashed: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
     usage: Usage | None = None
     cost: Cost = field(default_factory=lambda: Cost(billing.ZERO, billing.ZERO, billing.ZERO))

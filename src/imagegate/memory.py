@@ -12,8 +12,8 @@ concurrency 32, 199 → 241 requests/s.
 ``tune_gc``: CPython's cyclic garbage collector. Every full collection walks every object
 alive, most of them the modules, catalog and app built at start-up (about 90 ms each here),
 and the youngest generation is collected every 700 allocations. Frozen once started and
-collected less often, the collector took 0.2 s instead of 0.8 s of 8 s of CPU at concurrency
-32 (docs/benchmarks.md).
+collected less often, the collector took 0.1–0.2 s instead of 0.8 s of 8 s of CPU at
+concurrency 32 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
