@@ -139,11 +139,6 @@ def image_response_pieces(
     return pieces
 
 
-def image_response_body(created: int, images: Iterable[tuple[bytes | memoryview, str | None]], usage: dict) -> bytes:
-    """The answer of ``image_response_pieces`` in one piece."""
-    return b"".join(image_response_pieces(created, images, usage))
-
-
 # The same answer in pieces, for one written while its images still arrive: the body's start,
 # then per image IMAGE_ITEM_START + its base64 + image_item_end (comma-separated), then the end.
 IMAGE_ITEM_START = b'{"b64_json":"'
