@@ -259,3 +259,11 @@ def test_cancel_on_disconnect_stops_the_upstream_call(make_server) -> None:
     status, cost, generation_time_ms = wait_for_record(server, "cancelled", timeout=4.0)
     assert str(cost) in ("0", "0E+0")
     assert generation_time_ms < 4000
+
+
+def test_cancel_on_disconnect_stops_a_buffered_generation_as_soon_as_its_client_leaves(make_server) -> None:
+    server = make_server(cancel_on_disconnect=True)
+    disconnect_during(server, latency_ms=5000, stream=False)
+    status, cost, generation_time_ms = wait_for_record(server, "cancelled", timeout=4.0)
+    assert str(cost) in ("0", "0E+0")
+    assert generation_time_ms < 4000  # the answer's wait noticed the client leave at once

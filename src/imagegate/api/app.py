@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, *, on_started: Callable[[], Non
     install_error_handlers(app)
     for router in (images.router, discovery.router, account.router, keys.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.router.routes[:0] = images.direct_routes(API_PREFIX)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi_alias() -> Response:
