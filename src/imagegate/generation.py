@@ -243,7 +243,8 @@ class Generation:
             await self.lease.release()
             await self._queue.put(None)
             try:
-                await asyncio.wait_for(self._consumed.wait(), CONSUMER_GRACE_S)
+                async with asyncio.timeout(CONSUMER_GRACE_S):  # no task of its own, unlike wait_for
+                    await self._consumed.wait()
             except TimeoutError:
                 log.warning("generation %s: consumer never finished reading", self.id)
             try:
@@ -311,6 +312,7 @@ class Generation:
             outcome.usage = usage
             outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
             await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, images))
+            await asyncio.sleep(0)  # the client's answer goes out before this run's bookkeeping
             return
 
     async def _run_attempt(self, attempt: Attempt) -> AsyncIterator[GatewayEvent | Usage]:
@@ -471,6 +473,8 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
 
 #: Base64 decoded to read an output's dimensions from its header (48 KiB of image).
 HEADER_B64_CHARS = 64 * 1024
+#: Base64 holding a PNG's width and height (whole 4-character groups).
+PNG_SIZE_B64_CHARS = -(-imaging.PNG_SIZE_BYTES // 3) * 4
 #: Base64 decoded at a time while hashing an output (a multiple of 4: chunks decode alone).
 HASH_CHUNK_B64_CHARS = 1 << 20
 
@@ -478,23 +482,31 @@ HASH_CHUNK_B64_CHARS = 1 << 20
 def _describe(image: ImageOut) -> dict[str, Any]:
     """Dimensions and size of an output: what the record keeps instead of the payload.
 
-    Nothing is decoded whole: the dimensions come from the header (the first 48 KiB, or the
-    whole image when its metadata runs past that), the size from the base64 length. The
-    ``sha256`` is filled in by :func:`_hash_images` once the client has the image, when the
-    operator asked for it (``record_output_sha256``); otherwise it stays ``None``.
+    Nothing is decoded whole: the dimensions come from the header (see ``_dimensions``), the
+    size from the base64 length. The ``sha256`` is filled in by :func:`_hash_images` once the
+    client has the image, when the operator asked for it (``record_output_sha256``);
+    otherwise it stays ``None``.
     """
     b64 = image.b64
     try:
-        try:
-            info = imaging.probe(pybase64.b64decode(b64[:HEADER_B64_CHARS], validate=True))
-        except ValueError:
-            if len(b64) <= HEADER_B64_CHARS:
-                raise
-            info = imaging.probe(Blob.from_b64(b64).raw)  # metadata past the first 48 KiB
-        width, height = info.width, info.height
+        width, height = _dimensions(b64)
     except ValueError:  # binascii.Error is one too
         width = height = None
     return _image_info(width, height, image.media_type, _decoded_length(len(b64), bytes(b64[-2:])))
+
+
+def _dimensions(b64: bytes | memoryview) -> tuple[int, int]:
+    """An image's width and height from its header: a PNG's from its first bytes, any other
+    from the first 48 KiB, or from the whole image when its metadata runs past that."""
+    if size := imaging.png_size(pybase64.b64decode(b64[:PNG_SIZE_B64_CHARS], validate=True)):
+        return size
+    try:
+        info = imaging.probe(pybase64.b64decode(b64[:HEADER_B64_CHARS], validate=True))
+    except ValueError:
+        if len(b64) <= HEADER_B64_CHARS:
+            raise
+        info = imaging.probe(Blob.from_b64(b64).raw)  # metadata past the first 48 KiB
+    return info.width, info.height
 
 
 def _image_info(width: int | None, height: int | None, media_type: str, size: int | None) -> dict[str, Any]:

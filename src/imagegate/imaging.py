@@ -236,6 +236,27 @@ def _open(data: bytes) -> Image.Image:
     return image
 
 
+#: A PNG starts with its signature and then its IHDR chunk (length 13), by the spec.
+_PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+#: Bytes of a PNG that hold its width and height: the signature and IHDR up to both.
+PNG_SIZE_BYTES = len(_PNG_START) + 8
+
+
+def png_size(head: bytes) -> tuple[int, int] | None:
+    """A PNG's width and height, read from its first :data:`PNG_SIZE_BYTES`; ``None`` when
+    ``head`` does not start a PNG. A read at a fixed place: opening the image with Pillow to
+    learn the same costs ~10 µs, and ~100 µs on an event loop whose caches a multi-megabyte
+    answer has just swept (measured). ``ValueError`` when over :data:`MAX_PIXELS`, as ``probe``."""
+    if len(head) < PNG_SIZE_BYTES or not head.startswith(_PNG_START):
+        return None
+    width = int.from_bytes(head[16:20])
+    height = int.from_bytes(head[20:24])
+    if not width or not height:
+        return None  # invalid: left to Pillow to say so
+    _check_pixels(width, height)
+    return width, height
+
+
 def probe(data: bytes) -> ImageInfo:
     """Format, size and alpha from the header only (nothing is decoded).
 

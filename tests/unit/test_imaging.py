@@ -159,6 +159,33 @@ def test_probe_reads_back_the_size_of_any_encoded_image(width: int, height: int,
     assert (info.format, info.width, info.height) == (fmt, width, height)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(1, 5000),
+    height=st.integers(1, 5000),
+    mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16"]),
+)
+def test_png_size_agrees_with_pillow_on_the_first_bytes_of_any_png(width: int, height: int, mode: str) -> None:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG", pnginfo=None)
+    png = buffer.getvalue()
+    assert imaging.png_size(png[: imaging.PNG_SIZE_BYTES]) == (width, height) == Image.open(io.BytesIO(png)).size
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "gif"])
+def test_png_size_is_none_for_other_formats_and_for_a_cut_header(fmt: str) -> None:
+    png = imaging.encode(Image.new("RGB", (20, 10)), "png")
+    assert imaging.png_size(imaging.encode(Image.new("RGB", (20, 10)), fmt)) is None
+    assert imaging.png_size(png[: imaging.PNG_SIZE_BYTES - 1]) is None
+    assert imaging.png_size(png[:16] + bytes(8)) is None  # a zero size is no PNG's
+
+
+def test_png_size_refuses_an_image_over_the_pixel_limit_as_probe_does() -> None:
+    header = imaging.encode(Image.new("L", (1, 1)), "png")[:16] + struct.pack(">II", 20_000, 20_000)
+    with pytest.raises(ValueError, match="limit"):
+        imaging.png_size(header)
+
+
 # --- encode / transcode -----------------------------------------------------------------------
 
 
