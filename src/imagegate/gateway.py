@@ -183,7 +183,7 @@ class Gateway:
         reserved = await self.store.admit(
             key,
             generation_id=generation_id,
-            amount_usd=max(self._worst_case_cost(a, request, references) for a in attempts),
+            amount_usd=lambda: max(self._worst_case_cost(a, request, references) for a in attempts),
             ttl_s=self.options.reservation_ttl_s,
         )
         if reserved:

@@ -6,6 +6,8 @@ import asyncio
 import io
 import re
 import sqlite3
+import string
+from collections import Counter
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -396,6 +398,13 @@ def test_new_generation_id_matches_format() -> None:
     assert all(GEN_ID_RE.match(i) for i in ids)
     assert new_generation_id(1_700_000_000.9).startswith("gen-img-1700000000-")
 
+
+
+def test_generation_id_characters_are_uniform_over_the_62_alphanumerics() -> None:
+    counts = Counter("".join(new_generation_id().rsplit("-", 1)[1] for _ in range(20_000)))
+    assert set(counts) == set(string.ascii_letters + string.digits)
+    expected = 20_000 * 20 / 62  # ≈ 6,452 each, σ ≈ 80; a modulo bias would put 8 of them at ≈ 8,065
+    assert all(abs(n - expected) < 500 for n in counts.values()), counts.most_common(3)
 
 async def test_record_and_get_generation_round_trips_every_field(store: Store) -> None:
     _, key = await store.create_key("a")

@@ -908,6 +908,24 @@ async def test_unmetered_account_and_key_without_limit_hold_nothing_and_are_char
     await _audit(store)
 
 
+async def test_admit_prices_a_worst_case_given_as_a_callable_only_when_it_holds_money(store: Store) -> None:
+    priced: list[str] = []
+
+    def worst_case(amount: str):
+        return lambda: priced.append(amount) or D(amount)
+
+    _, free = await store.create_key("free")
+    assert not await store.admit(free, generation_id=new_generation_id(), amount_usd=worst_case("9"), ttl_s=60)
+    assert priced == []
+    _, limited = await store.create_key("limited", limit_usd=D(1))
+    assert await store.admit(limited, generation_id=new_generation_id(), amount_usd=worst_case("0.5"), ttl_s=60)
+    with pytest.raises(LimitExceeded):
+        await store.admit(limited, generation_id=new_generation_id(), amount_usd=worst_case("0.6"), ttl_s=60)
+    assert priced == ["0.5", "0.6"]
+    assert (await store.key_usage(limited.id)).reserved == D("0.5")
+    await _audit(store)
+
+
 async def test_admit_reserves_when_a_key_limit_or_a_metered_account_could_refuse(store: Store) -> None:
     _, limited = await store.create_key("limited", limit_usd=D(1))
     assert await store.admit(limited, generation_id=new_generation_id(), amount_usd=D("0.5"), ttl_s=60)

@@ -21,6 +21,7 @@ crashed processes had reserved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -214,10 +215,11 @@ class Store:
         await self._reservations.release(generation_id)
 
     async def admit(
-        self, key: KeyRecord, *, generation_id: str, amount_usd: Money, ttl_s: float
+        self, key: KeyRecord, *, generation_id: str, amount_usd: Money | Callable[[], Money], ttl_s: float
     ) -> bool:
         """Reserve ``amount_usd`` where it could be refused (the key has a limit or the account
-        is metered); whether money is held. ``LimitExceeded`` / ``KeyDisabled`` as ``reserve``."""
+        is metered); whether money is held. ``LimitExceeded`` / ``KeyDisabled`` as ``reserve``.
+        A callable amount is only called when money is held (pricing a worst case has a cost)."""
         return await self._reservations.admit(
             key_id=key.id, key_limited=key.limit_usd is not None, account_id=key.account_id,
             generation_id=generation_id, amount_usd=amount_usd, ttl_s=ttl_s,

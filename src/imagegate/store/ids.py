@@ -12,6 +12,10 @@ KEY_PREFIX = "sk-ig-v1-"
 _KEY_RANDOM_BYTES = 32
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ID_RANDOM_CHARS = 20
+#: Bytes 0-247 map onto the alphabet four times over; 248-255 are dropped (rejection
+#: sampling), so every character is equally likely.
+_ID_BYTE_TO_CHAR = bytes(ord(_ID_ALPHABET[b % len(_ID_ALPHABET)]) for b in range(256))
+_ID_BYTES_REJECTED = bytes(range(4 * len(_ID_ALPHABET), 256))
 
 
 def new_secret() -> str:
@@ -43,10 +47,8 @@ def is_secret_shaped(value: str) -> bool:
 def new_generation_id(now: float | None = None) -> str:
     """``gen-img-<unix seconds>-<20 alphanumerics>``; ``now`` defaults to the current time."""
     seconds = int(time.time() if now is None else now)
-    # 20 base-62 digits of 128 random bits: about 119 bits of randomness.
-    number = int.from_bytes(secrets.token_bytes(16))
-    digits = []
-    for _ in range(_ID_RANDOM_CHARS):
-        number, digit = divmod(number, 62)
-        digits.append(_ID_ALPHABET[digit])
-    return f"gen-img-{seconds}-{''.join(digits)}"
+    # 20 uniform base-62 characters (about 119 bits), mapped from random bytes in C.
+    chars = b""
+    while len(chars) < _ID_RANDOM_CHARS:
+        chars += secrets.token_bytes(32).translate(_ID_BYTE_TO_CHAR, _ID_BYTES_REJECTED)
+    return f"gen-img-{seconds}-{chars[:_ID_RANDOM_CHARS].decode()}"

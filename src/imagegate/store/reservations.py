@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -77,14 +78,15 @@ class ReservationRepository:
         key_limited: bool,
         account_id: int,
         generation_id: str,
-        amount_usd: Decimal | int | str,
+        amount_usd: Decimal | int | str | Callable[[], Decimal | int | str],
         ttl_s: float,
     ) -> bool:
         """Reserve where something could be refused (a key limit, a metered account); whether
         money is now held. Without either there is nothing to hold: the generation is charged
         directly when it settles (``Settlement(reserved=False)``)."""
         if key_limited or await self.is_metered(account_id):
-            await self.hold(Hold(key_id, generation_id, to_decimal(amount_usd), ttl_s))
+            amount = amount_usd() if callable(amount_usd) else amount_usd
+            await self.hold(Hold(key_id, generation_id, to_decimal(amount), ttl_s))
             return True
         return False
 
