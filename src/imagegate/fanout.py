@@ -38,12 +38,14 @@ def split(job: ProviderJob, per_call: int) -> list[ProviderJob]:
     return jobs
 
 
-async def fan_out(provider: Provider, job: ProviderJob, per_call: int | None) -> AsyncIterator[ProviderEvent]:
+def fan_out(provider: Provider, job: ProviderJob, per_call: int | None) -> AsyncIterator[ProviderEvent]:
+    """The job's events: the provider's own when one call makes them all, else merged."""
     if per_call is None or job.n <= per_call:
-        async for event in provider.run(job):
-            yield event
-        return
-    jobs = split(job, per_call)
+        return provider.run(job)
+    return _merged(provider, split(job, per_call))
+
+
+async def _merged(provider: Provider, jobs: list[ProviderJob]) -> AsyncIterator[ProviderEvent]:
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
 
     async def pump(call: int, sub_job: ProviderJob) -> None:
