@@ -209,6 +209,11 @@ class Generation:
         while (event := await self._queue.get()) is not None:
             yield event
 
+    async def next_event(self) -> GatewayEvent | None:
+        """The next event; ``None`` once there are no more. A wait cancelled by its caller (a
+        keep-alive's timeout) loses nothing: an event arriving meanwhile waits for the next call."""
+        return await self._queue.get()
+
     @contextlib.contextmanager
     def consuming(self) -> Iterator[None]:
         try:

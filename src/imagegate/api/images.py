@@ -288,46 +288,40 @@ async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[byte
     """``data:`` events only, ``: `` comments while waiting, ``data: [DONE]`` at the end."""
     with generation.consuming():
         yield SSE_KEEPALIVE  # flushes the headers at once
-        events = aiter(generation.events())
         pending_image: ImageOut | None = None  # held back: the last one carries the usage
-        next_event = asyncio.ensure_future(anext(events))
-        try:
-            while True:
-                done, _ = await asyncio.wait({next_event}, timeout=keepalive_s)
-                if not done:
-                    yield SSE_KEEPALIVE
-                    continue
-                try:
-                    event = next_event.result()
-                except StopAsyncIteration:
-                    break
-                next_event = asyncio.ensure_future(anext(events))
-                if isinstance(event, PartialOut):
-                    if pending_image is not None and event.image_index != pending_image.index:
-                        yield _completed(generation, pending_image, None)  # keep each image's events together
-                        pending_image = None
-                    yield sse_event(
-                        {"type": "image_generation.partial_image", "partial_image_index": event.partial_index},
-                        b64=event.b64,
-                    )
-                elif isinstance(event, TextOut):
-                    yield sse_event({"type": "image_generation.text_chunk", "text": event.text, "phase": event.phase})
-                elif isinstance(event, ImageOut):
-                    if pending_image is not None:
-                        yield _completed(generation, pending_image, None)
-                    pending_image = event
-                elif isinstance(event, Finished):
-                    if pending_image is not None:
-                        yield _completed(generation, pending_image, event.usage)
-                        pending_image = None
-                    generation.mark_delivered()
-                elif isinstance(event, Failed):
-                    if pending_image is not None:  # delivered before the failure: still the client's
-                        yield _completed(generation, pending_image, None)
-                        pending_image = None
-                    yield _error_event(event.error)
-        finally:
-            next_event.cancel()
+        while True:
+            try:
+                async with asyncio.timeout(keepalive_s):
+                    event = await generation.next_event()
+            except TimeoutError:
+                yield SSE_KEEPALIVE
+                continue
+            if event is None:
+                break
+            if isinstance(event, PartialOut):
+                if pending_image is not None and event.image_index != pending_image.index:
+                    yield _completed(generation, pending_image, None)  # keep each image's events together
+                    pending_image = None
+                yield sse_event(
+                    {"type": "image_generation.partial_image", "partial_image_index": event.partial_index},
+                    b64=event.b64,
+                )
+            elif isinstance(event, TextOut):
+                yield sse_event({"type": "image_generation.text_chunk", "text": event.text, "phase": event.phase})
+            elif isinstance(event, ImageOut):
+                if pending_image is not None:
+                    yield _completed(generation, pending_image, None)
+                pending_image = event
+            elif isinstance(event, Finished):
+                if pending_image is not None:
+                    yield _completed(generation, pending_image, event.usage)
+                    pending_image = None
+                generation.mark_delivered()
+            elif isinstance(event, Failed):
+                if pending_image is not None:  # delivered before the failure: still the client's
+                    yield _completed(generation, pending_image, None)
+                    pending_image = None
+                yield _error_event(event.error)
         yield SSE_DONE
 
 
