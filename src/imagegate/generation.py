@@ -206,7 +206,7 @@ class Generation:
         self.gateway.track(self._task)
 
     async def events(self) -> AsyncIterator[GatewayEvent]:
-        while (event := await self._queue.get()) is not None:
+        while (event := await self.next_event()) is not None:
             yield event
 
     async def next_event(self) -> GatewayEvent | None:
