@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from imagegate.api.app import create_app
 from imagegate.settings import Settings
@@ -26,6 +27,8 @@ class LiveServer:
     key: str
     database_url: str
     settings: Settings
+    #: The running application: its ``state`` holds the gateway, for tests that reach inside.
+    app: FastAPI | None = None
 
     @property
     def api_url(self) -> str:
@@ -54,7 +57,8 @@ def start_server(tmp_path: Path, **overrides: Any) -> tuple[LiveServer, Callable
     settings = Settings(database_url=database_url, bootstrap_key=False, **overrides)
     upgrade(database_url)
     secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -69,7 +73,7 @@ def start_server(tmp_path: Path, **overrides: Any) -> tuple[LiveServer, Callable
         server.should_exit = True
         thread.join(timeout=30)
 
-    return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings), stop
+    return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings, app), stop
 
 
 @pytest.fixture(scope="session")

@@ -169,6 +169,19 @@ class _Outcome:
 
 
 @dataclass
+class _Answer:
+    """One attempt's answer as it comes: its images, and the events it holds back until the
+    attempt has succeeded (buffered mode) or passes on at once (relayed images)."""
+
+    attempt: Attempt
+    started: float
+    held: list[GatewayEvent] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    unhashed: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+    relayed: list[RelayedOut] = field(default_factory=list)
+
+
+@dataclass
 class Generation:
     """A prepared generation. ``start()`` runs it; ``events()`` reads what it produces.
 
@@ -260,30 +273,26 @@ class Generation:
     async def _try_attempts(self, outcome: _Outcome) -> None:
         sent_to_client = False
         for attempt in self.attempts:
-            attempt_started = time.monotonic()
-            held: list[GatewayEvent] = []  # buffered mode: released only when the attempt succeeds
-            images: list[dict[str, Any]] = []
-            unhashed: list[tuple[dict[str, Any], bytes]] = []
-            relayed: list[RelayedOut] = []
+            answer = _Answer(attempt, time.monotonic())
             try:
                 async for event in self._run_attempt(attempt):
                     if outcome.first_event_at is None:
                         outcome.first_event_at = time.monotonic()
-                    if isinstance(event, Usage):
-                        outcome.usage = _measured_usage(event, images, self._references_for(attempt))
-                        continue
+                    if isinstance(event, Usage):  # the provider's last word: the answer is complete
+                        await self._answered(answer, outcome, event)
+                        continue  # what is left is the provider's own teardown (its connection)
                     if isinstance(event, ImageOut):
-                        images.append(_describe(event))
+                        answer.images.append(_describe(event))
                         if self.gateway.options.record_output_sha256:  # else nothing keeps the image
-                            unhashed.append((images[-1], event.b64))
+                            answer.unhashed.append((answer.images[-1], event.b64))
                     if isinstance(event, RelayedOut):  # goes out now, and whatever was before it
-                        images.append(event.info)
-                        relayed.append(event)
+                        answer.images.append(event.info)
+                        answer.relayed.append(event)
                         if self._consumed.is_set():
                             event.relay.abandon()
-                        for earlier in held:
+                        for earlier in answer.held:
                             await self._queue.put(earlier)
-                        held.clear()
+                        answer.held.clear()
                         sent_to_client = True
                         await self._queue.put(event)
                         continue
@@ -291,12 +300,16 @@ class Generation:
                         sent_to_client = True
                         await self._queue.put(event)
                     else:
-                        held.append(event)
+                        answer.held.append(event)
             except ImagegateError as exc:
-                outcome.tried.append(_attempt_record(attempt, attempt_started, exc))
+                if outcome.answered is attempt:  # the client has its answer: a teardown problem only
+                    log.info("generation %s: %s failed after its answer (%s)", self.id,
+                             attempt.endpoint.provider_slug, exc.message)
+                    return
+                outcome.tried.append(_attempt_record(attempt, answer.started, exc))
                 outcome.error = exc
                 outcome.usage = None
-                self.gateway.observe(attempt, ok=False, started=attempt_started, status=exc.status, error=exc)
+                self.gateway.observe(attempt, ok=False, started=answer.started, status=exc.status, error=exc)
                 can_fall_back = self.gateway.may_fall_back(exc) and not sent_to_client
                 if can_fall_back and attempt is not self.attempts[-1]:
                     log.info("generation %s: %s failed (%s); falling back", self.id,
@@ -304,21 +317,27 @@ class Generation:
                     continue
                 await self._queue.put(Failed(exc))
                 return
-            outcome.tried.append(_attempt_record(attempt, attempt_started, None))
-            megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in images) / 1_000_000
-            self.gateway.observe(attempt, ok=True, started=attempt_started, megapixels=megapixels)
-            for event in relayed:
-                event.info["bytes"] = _decoded_length(event.relay.length, event.relay.tail)
-            outcome.answered, outcome.error, outcome.images = attempt, None, images
-            outcome.unhashed = unhashed
-            for event in held:
-                await self._queue.put(event)
-            usage = outcome.usage or _measured_usage(Usage(), images, self._references_for(attempt))
-            outcome.usage = usage
-            outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
-            await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, images))
-            await asyncio.sleep(0)  # the client's answer goes out before this run's bookkeeping
+            if outcome.answered is not attempt:  # ended without a word on usage: measured instead
+                await self._answered(answer, outcome, None)
             return
+
+    async def _answered(self, answer: _Answer, outcome: _Outcome, reported: Usage | None) -> None:
+        """The attempt succeeded: it is recorded, and the client gets what it is owed and Finished."""
+        attempt = answer.attempt
+        outcome.tried.append(_attempt_record(attempt, answer.started, None))
+        megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in answer.images) / 1_000_000
+        self.gateway.observe(attempt, ok=True, started=answer.started, megapixels=megapixels)
+        for event in answer.relayed:
+            event.info["bytes"] = _decoded_length(event.relay.length, event.relay.tail)
+        outcome.answered, outcome.error = attempt, None
+        outcome.images, outcome.unhashed = answer.images, answer.unhashed
+        for event in answer.held:
+            await self._queue.put(event)
+        usage = _measured_usage(reported or Usage(), answer.images, self._references_for(attempt))
+        outcome.usage = usage
+        outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
+        await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, answer.images))
+        await asyncio.sleep(0)  # the client's answer goes out before the rest of this run
 
     async def _run_attempt(self, attempt: Attempt) -> AsyncIterator[GatewayEvent | Usage]:
         provider = self.gateway.providers[attempt.endpoint.provider]
@@ -342,7 +361,7 @@ class Generation:
                         info = _image_info(event.width, event.height, event.media_type, None)
                         yield RelayedOut(produced, event.relay, event.media_type, attempt, info)
                         produced += 1
-                    elif isinstance(event, Done):
+                    elif isinstance(event, Done) and produced:
                         yield event.usage
         except TimeoutError:
             raise UpstreamTimeout(

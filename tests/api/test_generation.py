@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from imagegate.catalog import load_catalog
+from imagegate.errors import UpstreamError
 from imagegate.providers.base import Image as ImageEvent
 from imagegate.providers.base import ProviderJob
 from imagegate.providers.sandbox import SandboxProvider
@@ -267,3 +268,32 @@ def test_cancel_on_disconnect_stops_a_buffered_generation_as_soon_as_its_client_
     status, cost, generation_time_ms = wait_for_record(server, "cancelled", timeout=4.0)
     assert str(cost) in ("0", "0E+0")
     assert generation_time_ms < 4000  # the answer's wait noticed the client leave at once
+
+
+class FailsAfterItsAnswer:
+    """The sandbox, raising once its run has said its last word (as a provider whose
+    connection breaks during its teardown would)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.slug = inner, inner.slug
+
+    async def run(self, job: ProviderJob):
+        async for event in self.inner.run(job):
+            yield event
+        raise UpstreamError("the connection broke after the answer")
+
+
+def test_a_provider_failing_after_its_answer_still_delivers_and_bills_it(make_server) -> None:
+    server = make_server()
+    providers = server.app.state.gateway.providers
+    providers["imagegate"] = FailsAfterItsAnswer(providers["imagegate"])
+    body = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
+    with server.client() as client:
+        buffered = client.post("/images", headers=server.auth(), json=body)
+        assert buffered.status_code == 200, buffered.text
+        assert buffered.json()["usage"]["cost"] == pytest.approx(0.01)
+        assert float(wait_for_record(server, "succeeded")[1]) == pytest.approx(0.01)
+        raw = client.post("/images", headers=server.auth(), json={**body, "stream": True}).content
+    events = [orjson.loads(block[6:]) for block in raw.split(b"\n\n") if block.startswith(b"data: {")]
+    assert [e["type"].split(".")[-1] for e in events] == ["partial_image", "partial_image", "completed"]
+    assert events[-1]["usage"]["cost"] == pytest.approx(0.01) and raw.endswith(b"data: [DONE]\n\n")

@@ -56,6 +56,29 @@ class Reply:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One server-sent event: its name, and its data as ``buffer[start:end]``.
+
+    The data is a span of the read it arrived in when it came in one (an image-sized event
+    is parsed where it lies, never copied); an event whose data spans reads or lines is
+    joined once into a buffer of its own.
+    """
+
+    name: str | None
+    buffer: bytes
+    start: int
+    end: int
+
+    @property
+    def data(self) -> bytes:
+        """The data as bytes of its own (a copy: for small events)."""
+        return self.buffer[self.start : self.end]
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
 class HttpPool:
     """One aiohttp session for all providers of this process, created on first use."""
 
@@ -167,8 +190,8 @@ class HttpPool:
         json: Any = None,
         data: Any = None,
         on_error: Callable[[Reply], UpstreamError] | None = None,
-    ) -> AsyncIterator[tuple[str | None, bytes]]:
-        """``(event, data)`` for each server-sent event of a streaming answer.
+    ) -> AsyncIterator[SseEvent]:
+        """Each server-sent event of a streaming answer.
 
         A non-2xx answer is read whole and raised through ``on_error`` (or the common table).
         """
@@ -259,8 +282,8 @@ LIFT_MIN_CHARS = 4096
 _JSON_SPACE = b" \t\r\n"
 
 
-def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, memoryview]]:
-    """``orjson.loads(body)`` with every long string value of ``key`` cut out, uncopied.
+def loads_lifted(body: bytes, key: str, start: int = 0, end: int | None = None) -> tuple[Any, dict[str, memoryview]]:
+    """``orjson.loads(body[start:end])`` with every long string value of ``key`` cut out, uncopied.
 
     An upstream's multi-megabyte base64 image would otherwise become a ``str`` (orjson's
     decoding of it is most of the parse) and then ``bytes`` again to be forwarded. Here each
@@ -268,45 +291,48 @@ def loads_lifted(body: bytes, key: str) -> tuple[Any, dict[str, memoryview]]:
     parsed, and the parsed document holds a placeholder where the value was: ``lifted``
     maps each placeholder back to its bytes (look a value up with ``lifted.get(value,
     value)``). Returns ``(None, {})`` when the body is not JSON, as :meth:`Reply.json` does.
+    ``start`` and ``end`` bound the document within ``body`` (an event within a read).
 
     Only a value that is plainly a ``"key": "…"`` member is lifted, never one holding a
     backslash (an escape sequence) or one preceded by a backslash; those stay in the
     document, parsed as usual. An unescaped ``"`` can only delimit a string, so a match
     cannot lie inside another string.
     """
+    end = len(body) if end is None else end
     needle = b'"' + key.encode() + b'"'
     view = memoryview(body)
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     lifted: dict[str, memoryview] = {}
-    copied = search = 0
-    while (found := body.find(needle, search)) >= 0:
+    copied = search = start
+    while (found := body.find(needle, search, end)) >= 0:
         search = found + len(needle)
         i = search
-        while i < len(body) and body[i] in _JSON_SPACE:
+        while i < end and body[i] in _JSON_SPACE:
             i += 1
-        if i >= len(body) or body[i] != 0x3A:  # ':' — the key of a member, not a value
+        if i >= end or body[i] != 0x3A:  # ':' — the key of a member, not a value
             continue
         i += 1
-        while i < len(body) and body[i] in _JSON_SPACE:
+        while i < end and body[i] in _JSON_SPACE:
             i += 1
-        if i >= len(body) or body[i] != 0x22 or (found and body[found - 1] == 0x5C):
+        if i >= end or body[i] != 0x22 or (found > start and body[found - 1] == 0x5C):
             continue
-        start = i + 1
-        end = body.find(b'"', start)
-        if end < 0:
+        value_start = i + 1
+        value_end = body.find(b'"', value_start, end)
+        if value_end < 0:
             break  # unterminated: leave the whole body to the parser's error
-        search = end + 1
-        if end - start < LIFT_MIN_CHARS or body.find(b"\\", start, end) >= 0:
+        search = value_end + 1
+        if value_end - value_start < LIFT_MIN_CHARS or body.find(b"\\", value_start, value_end) >= 0:
             continue
         placeholder = f"\x00lifted:{len(lifted)}"
-        lifted[placeholder] = view[start:end]
-        parts += (body[copied:start], b"\\u0000lifted:%d" % (len(lifted) - 1))
-        copied = end
+        lifted[placeholder] = view[value_start:value_end]
+        parts += (view[copied:value_start], b"\\u0000lifted:%d" % (len(lifted) - 1))
+        copied = value_end
+    document: bytes | memoryview = view[start:end]
     if lifted:
-        parts.append(body[copied:])
-        body = b"".join(parts)
+        parts.append(view[copied:end])
+        document = b"".join(parts)
     try:
-        return orjson.loads(body), lifted
+        return orjson.loads(document), lifted
     except orjson.JSONDecodeError:
         return None, {}
 
@@ -364,47 +390,51 @@ def _check_length(length: int | None, max_bytes: int, provider_name: str) -> Non
         raise UpstreamError(f"{provider_name} sent a body over {max_bytes} bytes")
 
 
-async def _sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
+async def _sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
     """Split the stream into events ourselves: one line may be many megabytes long.
 
-    A line is kept as views of the reads it spans and joined once, without its ``data: ``
-    prefix, when its end arrives: an image-sized ``data:`` line is copied exactly once.
+    A line within one read stays where it is, as a span of that read; a line that spans reads
+    is kept as views of them and joined once, when its end arrives. Either way an image-sized
+    ``data:`` line is copied at most once.
     """
-    pieces: list[memoryview] = []  # the unfinished line, as read
-    event: str | None = None
-    data: list[bytes] = []
+    pieces: list[memoryview] = []  # the start of a line whose end has not arrived
+    name: str | None = None
+    data: list[tuple[bytes, int, int]] = []  # the event's data lines so far, as spans
     async for chunk in chunks:
-        ready: list[tuple[str | None, bytes]] = []
-        view = memoryview(chunk)
+        ready: list[SseEvent] = []
         pos = 0
         while (newline := chunk.find(b"\n", pos)) >= 0:
-            parts = [*pieces, view[pos:newline]]
-            pieces.clear()
+            if pieces:
+                buffer = b"".join([*pieces, memoryview(chunk)[pos:newline]])
+                start, end = 0, len(buffer)
+                pieces.clear()
+            else:
+                buffer, start, end = chunk, pos, newline
             pos = newline + 1
-            while parts and not parts[-1]:
-                parts.pop()
-            if parts and parts[-1][-1:] == b"\r":
-                parts[-1] = parts[-1][:-1]
-            if not any(parts):
+            if end > start and buffer[end - 1] == 0x0D:  # CRLF
+                end -= 1
+            if start == end:  # a blank line ends the event
                 if data:
-                    ready.append((event, b"\n".join(data)))
-                event, data = None, []
-                continue
-            head = bytes(parts[0][:6]) if len(parts[0]) >= 6 else b"".join(parts)[:6]
-            if head.startswith(b"data:"):
-                skip = 6 if head.startswith(b"data: ") else 5
-                if len(parts[0]) < skip:
-                    parts = [memoryview(b"".join(parts))]
-                parts[0] = parts[0][skip:]
-                data.append(b"".join(parts))
-            elif head.startswith(b"event:"):
-                event = b"".join(parts)[6:].strip().decode("utf-8", "replace")
+                    ready.append(_sse_event(name, data))
+                name, data = None, []
+            elif buffer.startswith(b"data:", start, end):
+                skip = 6 if buffer.startswith(b"data: ", start, end) else 5
+                data.append((buffer, start + skip, end))
+            elif buffer.startswith(b"event:", start, end):
+                name = buffer[start + 6 : end].strip().decode("utf-8", "replace")
         if pos < len(chunk):
-            pieces.append(view[pos:])
-        for ready_event in ready:
-            yield ready_event
+            pieces.append(memoryview(chunk)[pos:])
+        for event in ready:
+            yield event
     if data:
-        yield event, b"\n".join(data)
+        yield _sse_event(name, data)
+
+
+def _sse_event(name: str | None, data: list[tuple[bytes, int, int]]) -> SseEvent:
+    if len(data) == 1:
+        return SseEvent(name, *data[0])
+    joined = b"\n".join(buffer[start:end] for buffer, start, end in data)
+    return SseEvent(name, joined, 0, len(joined))
 
 
 def _retry_after(headers: Mapping[str, str], stated_s: float | None) -> str | None:

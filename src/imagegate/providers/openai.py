@@ -36,7 +36,7 @@ from imagegate.providers.base import (
     RelayedImage,
     Usage,
 )
-from imagegate.providers.http import HttpPool, Reply, loads_lifted, upstream_error
+from imagegate.providers.http import HttpPool, Reply, SseEvent, loads_lifted, upstream_error
 from imagegate.providers.relay import (
     HEAD_B64_CHARS,
     START,
@@ -388,13 +388,13 @@ def _head_info(head: bytes, job: ProviderJob) -> tuple[str, int | None, int | No
 
 
 async def _stream_events(
-    provider_name: str, job: ProviderJob, events: AsyncIterator[tuple[str | None, bytes]]
+    provider_name: str, job: ProviderJob, events: AsyncIterator[SseEvent]
 ) -> AsyncIterator[ProviderEvent]:
     """``image_generation.*`` / ``image_edit.*`` events of one image (n = 1) as provider events."""
-    async for _name, data in events:
-        if data.strip() == b"[DONE]":  # not documented for images, but the SDK tolerates one
+    async for sse in events:
+        if len(sse) < 16 and sse.data.strip() == b"[DONE]":  # not documented for images; the SDK takes one
             continue
-        event, lifted = loads_lifted(data, "b64_json")
+        event, lifted = loads_lifted(sse.buffer, "b64_json", sse.start, sse.end)
         if event is None:
             raise UpstreamError(
                 f"{provider_name} sent a malformed stream event",
