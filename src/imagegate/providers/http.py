@@ -282,7 +282,9 @@ LIFT_MIN_CHARS = 4096
 _JSON_SPACE = b" \t\r\n"
 
 
-def loads_lifted(body: bytes, key: str, start: int = 0, end: int | None = None) -> tuple[Any, dict[str, memoryview]]:
+def loads_lifted(
+    body: bytes, key: str, start: int = 0, end: int | None = None
+) -> tuple[Any, dict[str, memoryview]]:
     """``orjson.loads(body[start:end])`` with every long string value of ``key`` cut out, uncopied.
 
     An upstream's multi-megabyte base64 image would otherwise become a ``str`` (orjson's
