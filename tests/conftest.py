@@ -28,7 +28,7 @@ class LiveServer:
     database_url: str
     settings: Settings
     #: The running application: its ``state`` holds the gateway, for tests that reach inside.
-    app: FastAPI | None = None
+    app: FastAPI
 
     @property
     def api_url(self) -> str:
