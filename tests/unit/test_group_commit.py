@@ -51,6 +51,27 @@ async def test_with_a_gathering_window_a_lone_write_waits_for_company() -> None:
     assert recorder.batches == [[0, 1]]
 
 
+async def test_with_a_gathering_window_every_batch_waits_for_company() -> None:
+    recorder = Recorder(pause_s=0.02)
+    commit = GroupCommit(recorder.write, gather_s=0.05)
+    first = asyncio.create_task(commit.submit(0))
+    await asyncio.sleep(0.06)  # the first batch is being written
+    second = asyncio.create_task(commit.submit(1))
+    await asyncio.sleep(0.02)  # written now; the next batch is gathering
+    assert recorder.batches == [[0]]
+    third = asyncio.create_task(commit.submit(2))
+    assert await asyncio.gather(first, second, third) == [0, 10, 20]
+    assert recorder.batches == [[0], [1, 2]]
+
+
+async def test_a_full_batch_does_not_wait_for_the_gathering_window() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.write, max_batch=4, gather_s=10)
+    results = await asyncio.wait_for(asyncio.gather(*(commit.submit(i) for i in range(8))), 1)
+    assert results == [i * 10 for i in range(8)]
+    assert recorder.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
 async def test_batches_are_capped_in_size() -> None:
     recorder = Recorder()
     commit = GroupCommit(recorder.write, max_batch=8)
