@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from imagegate.api.app import create_app
+from imagegate.http_server import ImagegateHttpProtocol
 from imagegate.settings import Settings
 from imagegate.store import Store, upgrade
 from tests.postgres import postgres_admin_url  # noqa: F401 - a session fixture for every test module
@@ -58,7 +59,8 @@ def start_server(tmp_path: Path, **overrides: Any) -> tuple[LiveServer, Callable
     upgrade(database_url)
     secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    # The server `imagegate serve` runs: uvicorn with imagegate's protocol (http_server.py).
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=ImagegateHttpProtocol)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

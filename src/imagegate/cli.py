@@ -41,6 +41,7 @@ def serve(
     import uvicorn
 
     from imagegate.api.app import create_app
+    from imagegate.http_server import ImagegateHttpProtocol
 
     settings = load_settings()
     if settings.tune_malloc:
@@ -58,6 +59,7 @@ def serve(
         create_app(settings, on_started=tune_gc if settings.tune_gc else None),
         host=host,
         port=port,
+        http=ImagegateHttpProtocol,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )

@@ -156,13 +156,14 @@ def image_body_end(usage: dict) -> bytes:
     return b'],"usage":' + orjson.dumps(usage) + b"}"
 
 
-def sse_event(payload: dict[str, Any], *, b64: bytes | memoryview | None = None) -> bytes:
-    """One ``data: <json>`` SSE event; ``b64`` is appended as the ``b64_json`` field unescaped."""
+def sse_event(payload: dict[str, Any], *, b64: bytes | memoryview | None = None) -> list[bytes | memoryview]:
+    """One ``data: <json>`` SSE event, as its pieces in order; ``b64`` is appended as the
+    ``b64_json`` field, unescaped and uncopied (the pieces are written one after the other)."""
     body = orjson.dumps(payload)
     if b64 is None:
-        return b"".join((b"data: ", body, b"\n\n"))
-    return b"".join((b"data: ", body[:-1], b',"b64_json":"', b64, b'"}\n\n'))  # one copy of the image
+        return [b"".join((b"data: ", body, b"\n\n"))]
+    return [b"".join((b"data: ", body[:-1], b',"b64_json":"')), b64, b'"}\n\n']
 
 
-SSE_DONE = b"data: [DONE]\n\n"
-SSE_KEEPALIVE = b": \n\n"
+SSE_DONE = (b"data: [DONE]\n\n",)
+SSE_KEEPALIVE = (b": \n\n",)

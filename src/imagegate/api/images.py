@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
+from imagegate.api.pieces import Pieces, PiecesResponse, PiecesStream
 from imagegate.errors import ImagegateError, NotFound
 from imagegate.generation import (
     Attempt,
@@ -115,7 +116,7 @@ async def _generate(request: Request) -> Response:
     generation.app_title = request.headers.get("x-openrouter-title") or request.headers.get("x-title")
     generation.start()
     if streaming:
-        return StreamingResponse(
+        return PiecesStream(
             _sse(generation, state.settings.sse_keepalive_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_headers(generation, generation.primary)},
@@ -146,7 +147,7 @@ async def _buffered(generation: Generation, request: Request) -> Response:
             generation.created, ((img.b64, img.media_type) for img in images), outcome.usage
         )
         generation.mark_delivered()
-        return _PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images))
+        return PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images))
     finally:
         if consuming is not None:
             consuming.__exit__(None, None, None)
@@ -197,54 +198,37 @@ async def _first_result(events: AsyncIterator[GatewayEvent]) -> tuple[list[Image
     raise ImagegateError("Generation ended without a result")
 
 
-class _PiecesResponse(Response):
-    """A JSON answer written as its pieces (``image_response_pieces``): megabytes of base64
-    go to the socket as they are instead of being copied into one body first (measured)."""
-
-    media_type = "application/json"
-
-    def __init__(self, pieces: list[bytes | memoryview], *, headers: dict[str, str]) -> None:
-        self.pieces = pieces
-        super().__init__(None, headers={**headers, "Content-Length": str(sum(map(len, pieces)))})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        last = len(self.pieces) - 1
-        for i, piece in enumerate(self.pieces):
-            await send({"type": "http.response.body", "body": piece, "more_body": i < last})
-
-
 class _RelayBroken(Exception):
     """The generation failed after its answer started: the answer must not look complete."""
 
 
 async def _relayed_body(
     generation: Generation, images: list[ImageOut], first: RelayedOut, events: AsyncIterator[GatewayEvent]
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Pieces]:
     """The buffered answer's JSON written while its images arrive; ``usage`` comes last."""
-    yield image_body_start(generation.created)
+    yield (image_body_start(generation.created),)
     separator = b""
     for image in images:  # held whole before the first relayed one
-        yield b"".join((separator, IMAGE_ITEM_START, image.b64, image_item_end(image.media_type)))
+        yield (separator + IMAGE_ITEM_START, image.b64, image_item_end(image.media_type))
         separator = b","
     event: GatewayEvent | None = first
     while True:
         if isinstance(event, RelayedOut):
-            yield separator + IMAGE_ITEM_START + event.relay.head
+            yield (separator + IMAGE_ITEM_START, event.relay.head)
             try:
                 async for chunk in event.relay.chunks():
-                    yield chunk
+                    yield (chunk,)
             except ImagegateError as exc:
                 raise _RelayBroken(exc.message) from exc
             finally:
                 if not event.relay.complete:
                     event.relay.abandon()
-            yield image_item_end(event.media_type)
+            yield (image_item_end(event.media_type),)
         elif isinstance(event, ImageOut):
-            yield b"".join((separator, IMAGE_ITEM_START, event.b64, image_item_end(event.media_type)))
+            yield (separator + IMAGE_ITEM_START, event.b64, image_item_end(event.media_type))
         elif isinstance(event, Finished):
             generation.mark_delivered()
-            yield image_body_end(event.usage)
+            yield (image_body_end(event.usage),)
             return
         elif isinstance(event, Failed):
             raise _RelayBroken(event.error.message)
@@ -254,20 +238,20 @@ async def _relayed_body(
         event = await anext(events, None)
 
 
-class _RelayResponse(StreamingResponse):
+class _RelayResponse(PiecesStream):
     """A relayed answer. If the generation fails after it started, the answer is left
     incomplete and the server closes the connection: the client sees a cut, never a
     well-formed answer missing an image. ``on_close`` runs however it ends."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, headers: dict[str, str], on_close: Callable[[], Any]) -> None:
+    def __init__(self, content: AsyncIterator[Pieces], *, headers: dict[str, str], on_close: Callable[[], Any]) -> None:
         super().__init__(content, media_type="application/json", headers=headers)
         self._on_close = on_close
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async for pieces in self.body_iterator:
+                await self.send_chunk(send, pieces)  # type: ignore[arg-type]
         except _RelayBroken as exc:
             log.warning("a relayed answer was cut off: %s", exc)
             return
@@ -285,7 +269,7 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[bytes]:
+async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[Pieces]:
     """``data:`` events only, ``: `` comments while waiting, ``data: [DONE]`` at the end."""
     with generation.consuming():
         yield SSE_KEEPALIVE  # flushes the headers at once
@@ -326,7 +310,7 @@ async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[byte
         yield SSE_DONE
 
 
-def _completed(generation: Generation, image: ImageOut, usage: dict[str, Any] | None) -> bytes:
+def _completed(generation: Generation, image: ImageOut, usage: dict[str, Any] | None) -> Pieces:
     payload: dict[str, Any] = {
         "type": "image_generation.completed",
         "media_type": image.media_type,
@@ -337,7 +321,7 @@ def _completed(generation: Generation, image: ImageOut, usage: dict[str, Any] | 
     return sse_event(payload, b64=image.b64)
 
 
-def _error_event(error: ImagegateError) -> bytes:
+def _error_event(error: ImagegateError) -> Pieces:
     code = error.error_type or ("upstream_error" if error.status >= 500 else "invalid_request")
     return sse_event({
         "type": "error",
