@@ -49,14 +49,14 @@ REAPED_KEPT = timedelta(days=7)
 
 _accounts = Account.__table__
 _reservations = Reservation.__table__
-#: A settlement waits this long for others to share its transaction. A batch's statements each
-#: cross to the database's thread and back; run while a request is being answered, they take
-#: the event loop (and the GIL) from it. Gathered for 5 ms, a batch at concurrency 1 held one
-#: settlement and landed in the middle of a later request about half the time (+0.2–0.4 ms
-#: added p50 in runs where it did); gathered for 50 ms, ten requests share one batch and the
-#: added latency is that of a gateway with no database writes at all (measured side by side,
-#: docs/benchmarks.md). A client asking for its generation's record waits for the batch
-#: (``Gateway.until_recorded``), and shutting down writes what is pending.
+#: A batch of settlements that is not full waits this long for others to share its transaction.
+#: Each statement of a batch crosses to the database's thread and back (~11 round trips a
+#: batch), taking the event loop and the GIL from whatever request is being served meanwhile.
+#: Gathered for 5 ms, a steady trickle at concurrency 1 paid a batch per 2 requests (the event
+#: loop preempted 20–28 times a request); for 50 ms, one per ~13 requests, and the added latency
+#: is that of a build writing nothing (measured side by side, docs/benchmarks.md). A client
+#: asking for its generation's record waits for the batch (``Gateway.until_recorded``), and
+#: shutting down writes what is pending.
 SETTLEMENT_GATHER_S = 0.05
 #: Tries at a settlement batch while the connection pool is exhausted (~30 s in all).
 _POOL_ATTEMPTS = 6
