@@ -250,8 +250,8 @@ class _RelayResponse(PiecesStream):
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
-            async for pieces in self.body_iterator:
-                await self.send_chunk(send, pieces)  # type: ignore[arg-type]
+            async for pieces in self.chunks:
+                await self.send_chunk(send, pieces)
         except _RelayBroken as exc:
             log.warning("a relayed answer was cut off: %s", exc)
             return

@@ -41,6 +41,7 @@ class PiecesStream(StreamingResponse):
 
     def __init__(self, content: AsyncIterator[Pieces], *, media_type: str, headers: dict[str, str]) -> None:
         super().__init__(content, media_type=media_type, headers=headers)
+        self.chunks = content  # what ``body_iterator`` holds, typed as what it yields
         self._write_chunk: WriteChunk | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,8 +50,8 @@ class PiecesStream(StreamingResponse):
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for pieces in self.body_iterator:
-            await self.send_chunk(send, pieces)  # type: ignore[arg-type]
+        async for pieces in self.chunks:
+            await self.send_chunk(send, pieces)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_chunk(self, send: Send, pieces: Pieces) -> None:
