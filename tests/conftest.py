@@ -59,23 +59,28 @@ def start_server(tmp_path: Path, **overrides: Any) -> tuple[LiveServer, Callable
     upgrade(database_url)
     secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
     app = create_app(settings)
-    # The server `imagegate serve` runs: uvicorn with imagegate's protocol (http_server.py).
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=ImagegateHttpProtocol)
+    port, stop = serve_asgi(app)
+    return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings, app), stop
+
+
+def serve_asgi(app: Any, http: Any = ImagegateHttpProtocol) -> tuple[int, Callable[[], None]]:
+    """``app`` served by uvicorn on a loopback port, in a thread; the port and how to stop it.
+    By default with imagegate's protocol (``http_server.py``), as ``imagegate serve`` runs it."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("imagegate test server did not start")
+            raise RuntimeError("test server did not start")
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
 
     def stop() -> None:
         server.should_exit = True
         thread.join(timeout=30)
 
-    return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings, app), stop
+    return server.servers[0].sockets[0].getsockname()[1], stop
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -24,6 +23,7 @@ from imagegate.api.limits import BodySizeLimit
 from imagegate.api.pieces import PiecesStream
 from imagegate.http_server import WRITE_CHUNK, ImagegateHttpProtocol
 from imagegate.settings import Settings
+from tests.conftest import serve_asgi
 
 IMAGE = b"iVBORw0KGgo" * 50_000  # ~550 kB, as base64 of an image would be
 # Views are made per use: a test elsewhere checks that no image-sized view outlives its answer.
@@ -35,17 +35,9 @@ def _pieces() -> list[bytes | memoryview]:
 
 
 def _serve(app: Any, protocol: Any) -> Iterator[int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=protocol)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=30)
+    port, stop = serve_asgi(app, http=protocol)
+    yield port
+    stop()
 
 
 def _get(port: int, path: str = "/") -> bytes:
