@@ -4,9 +4,9 @@
 as the pieces it is made of, in one vectored write, instead of ASGI's one ``bytes`` body per
 message. An image event of a stream is the JSON around the image plus the image itself (a
 view of the upstream's read): sent through ``send``, it is joined once by the app (a body is
-one ``bytes``) and once more by uvicorn (chunk size line + body + CRLF), two copies of
-megabytes per event, ~0.3 ms of the gateway's ~0.5 ms per event (measured,
-docs/benchmarks.md). Written as pieces, it is copied only by the kernel.
+one ``bytes``) and once more by uvicorn (chunk size line + body + CRLF): two copies of a
+2.3 MB event took 245–345 µs in place (measured, docs/benchmarks.md). Written as pieces, it
+is copied only by the kernel.
 
 The extension returns ``False`` when it cannot write the chunk (no response started yet, one
 that is not chunked or already complete, a client that is gone): the caller then sends the
