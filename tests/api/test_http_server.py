@@ -7,6 +7,7 @@ once with uvicorn's own, and read over a raw socket, so the chunked framing itse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -34,10 +35,13 @@ def _pieces() -> list[bytes | memoryview]:
     return [PIECES[0], memoryview(IMAGE), PIECES[2]]
 
 
-def _serve(app: Any, protocol: Any) -> Iterator[int]:
+@contextlib.contextmanager
+def _serving(app: Any, protocol: Any) -> Iterator[int]:
     port, stop = serve_asgi(app, http=protocol)
-    yield port
-    stop()
+    try:
+        yield port
+    finally:
+        stop()
 
 
 def _get(port: int, path: str = "/") -> bytes:
@@ -100,21 +104,21 @@ def app() -> WritesChunks:
 
 
 def test_a_chunk_written_as_pieces_is_one_well_formed_chunk(app: WritesChunks) -> None:
-    for port in _serve(app, ImagegateHttpProtocol):
+    with _serving(app, ImagegateHttpProtocol) as port:
         chunks = _chunks(_get(port))
     assert app.results == {"offered": True, "before the response": False, "during": True, "after the response": False}
     assert chunks == [b"".join(PIECES)] * 2
 
 
 def test_uvicorns_own_protocol_offers_nothing_and_the_same_bytes_go_out(app: WritesChunks) -> None:
-    for port in _serve(app, "httptools"):
+    with _serving(app, "httptools") as port:
         chunks = _chunks(_get(port))
     assert app.results == {"offered": False, "during": False}
     assert chunks == [b"".join(PIECES)] * 2
 
 
 def test_a_response_of_known_length_is_never_written_as_chunks(app: WritesChunks) -> None:
-    for port in _serve(app, ImagegateHttpProtocol):
+    with _serving(app, ImagegateHttpProtocol) as port:
         raw = _get(port, "/sized")
     assert app.results["during"] is False  # the body went through send, unframed
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -134,7 +138,7 @@ def test_an_event_stream_reads_the_same_through_either_protocol() -> None:
 
     bodies = []
     for protocol in (ImagegateHttpProtocol, "httptools"):
-        for port in _serve(app, protocol):
+        with _serving(app, protocol) as port:
             bodies.append(b"".join(_chunks(_get(port))))
     expected = b"".join(b'data: {"i":%d,"b64_json":"%s"}\n\n' % (i, IMAGE) for i in range(3)) + b"data: [DONE]\n\n"
     assert bodies == [expected, expected]
@@ -164,7 +168,7 @@ def test_a_client_gone_is_not_written_to() -> None:
         results.append(write(_pieces()))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    for port in _serve(app, ImagegateHttpProtocol):
+    with _serving(app, ImagegateHttpProtocol) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
             assert sock.recv(64).startswith(b"HTTP/1.1 200")
