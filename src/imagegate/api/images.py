@@ -248,14 +248,10 @@ class _RelayResponse(PiecesStream):
         self._on_close = on_close
 
     async def stream_response(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
-            async for pieces in self.chunks:
-                await self.send_chunk(send, pieces)
-        except _RelayBroken as exc:
+            await super().stream_response(send)
+        except _RelayBroken as exc:  # raised before the answer's end is sent: it stays open-ended
             log.warning("a relayed answer was cut off: %s", exc)
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
