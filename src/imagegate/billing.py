@@ -14,6 +14,8 @@ from imagegate.providers.base import Usage
 from imagegate.sizing import MAX_EDGE, SizeRules
 
 ZERO = Decimal(0)
+#: Money is kept to the nano-USD (the ledger's unit).
+NANO = Decimal("1e-9")
 #: One megapixel is 1024×1024 pixels, so a 1024² image bills exactly 1 MP (as OpenRouter does).
 PIXELS_PER_MEGAPIXEL = 1024 * 1024
 
@@ -47,6 +49,8 @@ def quantity(line: PricingLine, usage: Usage) -> Decimal:
         }[line.unit]
     if line.billable == "input_text":
         return Decimal(usage.input_text_tokens) if line.unit == "token" else ZERO
+    if line.billable == "output_text":
+        return Decimal(usage.output_text_tokens) if line.unit == "token" else ZERO
     if line.billable == "input_font":
         return Decimal(usage.input_fonts) if line.unit == "image" else ZERO
     return ZERO
@@ -74,14 +78,21 @@ def applicable_lines(pricing: Iterable[PricingLine], tier: str | None) -> list[P
 
 
 def compute_cost(pricing: Iterable[PricingLine], usage: Usage, tier: str | None = None) -> Cost:
+    """The pricing lines applied to the usage; where the upstream stated what it charged,
+    that is the total, split between prompt and completion as the lines split it."""
     prompt = completion = ZERO
     for line in applicable_lines(pricing, tier):
         amount = line.cost_usd * quantity(line, usage)
-        if line.billable == "output_image":
+        if line.billable.startswith("output_"):
             completion += amount
         else:
             prompt += amount
-    return Cost(total=prompt + completion, prompt=prompt, completion=completion)
+    stated = usage.stated_cost_usd
+    if stated is None:
+        return Cost(total=prompt + completion, prompt=prompt, completion=completion)
+    formula = prompt + completion
+    prompt = (stated * prompt / formula).quantize(NANO) if formula else ZERO
+    return Cost(total=stated, prompt=prompt, completion=stated - prompt)
 
 
 def most_expensive_cost(pricing: Iterable[PricingLine], usage: Usage) -> Decimal:
@@ -110,6 +121,7 @@ def worst_case_usage(
     reference_pixels: Iterable[int],
     max_output_tokens_per_image: int | None = None,
     max_input_tokens_per_image: int | None = None,
+    max_output_text_tokens: int | None = None,
 ) -> Usage:
     """The most a generation on one endpoint can consume: what is reserved before it runs.
 
@@ -130,6 +142,7 @@ def worst_case_usage(
         input_megapixels=Decimal(sum(references) * calls) / PIXELS_PER_MEGAPIXEL,
         input_image_tokens=input_tokens * calls,
         input_text_tokens=len(prompt.encode()) * calls,
+        output_text_tokens=(max_output_text_tokens or 0) * calls,
         requests=calls,
     )
 
@@ -137,7 +150,7 @@ def worst_case_usage(
 def usage_to_wire(usage: Usage, cost: Cost, *, billed: bool = True) -> dict:
     """``ImageGenerationUsage`` as OpenRouter returns it."""
     prompt_tokens = usage.input_text_tokens + usage.input_image_tokens
-    completion_tokens = usage.output_image_tokens
+    completion_tokens = usage.output_image_tokens + usage.output_text_tokens
     total = cost.total if billed else ZERO
     return {
         "prompt_tokens": prompt_tokens,
@@ -151,5 +164,5 @@ def usage_to_wire(usage: Usage, cost: Cost, *, billed: bool = True) -> dict:
             "upstream_inference_prompt_cost": float(cost.prompt),
             "upstream_inference_completions_cost": float(cost.completion),
         },
-        "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": completion_tokens},
+        "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": usage.output_image_tokens},
     }

@@ -190,6 +190,7 @@ def describe_price(line: PricingLine) -> str:
         "input_image": "of input images",
         "input_reference": "per reference image",
         "input_text": "of prompt text",
+        "output_text": "of output text",
         "input_font": "per font",
     }[line.billable]
     unit = {"image": "image", "megapixel": "megapixel", "token": "token", "request": "request"}[line.unit]

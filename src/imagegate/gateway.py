@@ -212,6 +212,7 @@ class Gateway:
             reference_pixels=[r.width * r.height for r in references] if takes_references else [],
             max_output_tokens_per_image=endpoint.settings.get("max_output_tokens_per_image"),
             max_input_tokens_per_image=endpoint.settings.get("max_input_tokens_per_image"),
+            max_output_text_tokens=endpoint.settings.get("max_output_text_tokens"),
         )
         return billing.most_expensive_cost(endpoint.pricing, usage)
 

@@ -95,3 +95,20 @@ def test_worst_case_cost_is_never_below_the_actual_cost(n: int, width: int, heig
                    output_image_tokens=n * -(-width * height // 1024), input_text_tokens=2)
     worst = worst_case_usage(n=n, per_call=None, rules=rules, prompt="a cat", reference_pixels=[])
     assert compute_cost(pricing, worst).total >= compute_cost(pricing, actual).total
+
+
+def test_output_text_tokens_bill_at_their_own_line() -> None:
+    pricing = [PricingLine("output_image", "token", Decimal("0.00003")),
+               PricingLine("output_text", "token", Decimal("0.00001"))]
+    cost = compute_cost(pricing, Usage(output_image_tokens=1000, output_text_tokens=500))
+    assert cost.total == Decimal("0.035") == cost.completion
+
+
+def test_a_cost_the_upstream_states_is_the_cost() -> None:
+    pricing = [PricingLine("input_image", "megapixel", Decimal("0.015")),
+               PricingLine("output_image", "megapixel", Decimal("0.03"))]
+    usage = Usage(output_megapixels=Decimal(2), input_megapixels=Decimal(1), stated_cost_usd=Decimal("0.06"))
+    cost = compute_cost(pricing, usage)
+    assert cost.total == Decimal("0.06")
+    assert cost.prompt + cost.completion == cost.total
+    assert cost.prompt == Decimal("0.012")  # the lines' split: 0.015 of 0.075

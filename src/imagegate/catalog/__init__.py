@@ -19,7 +19,7 @@ import yaml
 
 from imagegate.sizing import FixedSize, SizeRules
 
-BILLABLES = ("output_image", "input_image", "input_font", "input_reference", "input_text")
+BILLABLES = ("output_image", "output_text", "input_image", "input_font", "input_reference", "input_text")
 UNITS = ("image", "megapixel", "token", "request")
 DESCRIPTOR_TYPES = ("enum", "range", "boolean")
 

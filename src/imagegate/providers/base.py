@@ -99,7 +99,11 @@ class Usage:
     input_image_tokens: int = 0
     input_text_tokens: int = 0
     input_fonts: int = 0
+    #: Text the model wrote besides its images (thinking included), billed at a text rate.
+    output_text_tokens: int = 0
     requests: int = 1
+    #: What the upstream says it charged for the call, in USD; when given, it is the cost.
+    stated_cost_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ const BILLED = {
   input_image: "of input images",
   input_reference: "per reference image",
   input_text: "of prompt text",
+  output_text: "of output text",
   input_font: "per font",
 };
 
