@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,18 @@ import uvicorn
 from fastapi import FastAPI
 
 from imagegate.api.app import create_app
+from imagegate.clock import Clock, fixed_clock
 from imagegate.http_server import ImagegateHttpProtocol
 from imagegate.settings import Settings
 from imagegate.store import Store, upgrade
 from tests.postgres import postgres_admin_url  # noqa: F401 - a session fixture for every test module
+
+pytest_plugins = ["tests.strict"]
+
+
+#: The day the servers of the suite live on: every model of the shipped catalog is served then.
+#: Tests about other days (sunsets) start a server with a clock of their own.
+CATALOG_DAY = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -53,12 +62,14 @@ async def _with_store(url: str, action: Callable) -> Any:
         await store.close()
 
 
-def start_server(tmp_path: Path, **overrides: Any) -> tuple[LiveServer, Callable[[], None]]:
+def start_server(
+    tmp_path: Path, *, clock: Clock = fixed_clock(CATALOG_DAY), **overrides: Any
+) -> tuple[LiveServer, Callable[[], None]]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
     settings = Settings(database_url=database_url, bootstrap_key=False, **overrides)
     upgrade(database_url)
     secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     port, stop = serve_asgi(app)
     return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings, app), stop
 

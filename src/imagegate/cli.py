@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, TypeVar
 
@@ -12,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from imagegate.catalog import PricingLine, load_catalog
+from imagegate.catalog import Endpoint, PricingLine, load_catalog
+from imagegate.clock import system_clock
 from imagegate.memory import tune_gc, tune_malloc
-from imagegate.providers import load_providers
+from imagegate.providers import Providers, load_providers
 from imagegate.providers.http import HttpPool
 from imagegate.settings import load_settings
 from imagegate.store import LIMIT_RESETS, Store, upgrade
@@ -67,21 +69,24 @@ def serve(
 
 @app.command()
 def models(
-    all_: Annotated[bool, typer.Option("--all", help="Also list endpoints whose provider is not configured.")] = False,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Also list endpoints whose provider is not configured, and retired ones.")] = False,
+    on: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="Show what is served on this day (default: today, UTC).")] = None,
 ) -> None:
     """Show the models and endpoints this gateway serves."""
     settings = load_settings()
     providers = load_providers(settings, HttpPool())
     catalog = load_catalog(settings.catalog_paths)
+    today = on.date() if on else system_clock().date()
     if not all_:
-        catalog = catalog.restricted(set(providers.configured))
+        catalog = catalog.restricted(set(providers.configured), today)
     table = Table(title="Image models")
     for column in ("model", "endpoint", "streams", "n", "refs", "pricing", "status"):
         table.add_column(column)
     for model in catalog.models():
         for i, endpoint in enumerate(model.endpoints):
             params = endpoint.supported_parameters
-            missing = providers.missing.get(endpoint.provider, "no such provider module")
             table.add_row(
                 model.id if i == 0 else "",
                 endpoint.provider_slug,
@@ -89,7 +94,7 @@ def models(
                 _range(params.get("n")),
                 _range(params.get("input_references")),
                 "; ".join(describe_price(line) for line in endpoint.pricing),
-                "serving" if endpoint.provider in providers.configured else f"off: {missing}",
+                _status(endpoint, providers, today),
             )
     out.print(table)
 
@@ -203,6 +208,15 @@ def describe_price(line: PricingLine) -> str:
 
 
 # --- helpers ---
+
+
+def _status(endpoint: Endpoint, providers: Providers, today: date) -> str:
+    """Serving, off (and what would turn it on), or retired (and since when)."""
+    if endpoint.sunset is not None and endpoint.retired_on(today):
+        return f"retired since {endpoint.sunset.isoformat()}"
+    if endpoint.provider not in providers.configured:
+        return f"off: {providers.missing.get(endpoint.provider, 'no such provider module')}"
+    return f"serving; retires {endpoint.sunset.isoformat()}" if endpoint.sunset else "serving"
 
 
 async def _bootstrap_key(store: Store) -> str | None:

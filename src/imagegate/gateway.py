@@ -25,7 +25,8 @@ from imagegate.capabilities import (
     rejections,
     requested_parameters,
 )
-from imagegate.catalog import Catalog, Endpoint
+from imagegate.catalog import Endpoint, ServedCatalog
+from imagegate.clock import Clock, system_clock
 from imagegate.errors import (
     ContentRefused,
     ImagegateError,
@@ -72,14 +73,16 @@ class Gateway:
     def __init__(
         self,
         *,
-        catalog: Catalog,
+        catalog: ServedCatalog,
         providers: Mapping[str, Provider],
         store: Store,
         references: ReferenceLoader,
         options: GatewayOptions | None = None,
         health: HealthBook | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.catalog = catalog
+        self.clock = clock
         self.providers = dict(providers)
         self.store = store
         self.references = references
@@ -147,10 +150,7 @@ class Gateway:
     async def prepare(self, request: ImageRequest, key: KeyRecord, *, stream: bool) -> Generation:
         model = self.catalog.get(request.model)
         if model is None:
-            raise NotFound(
-                f"Model {request.model} does not exist or has no image endpoint configured",
-                metadata={"param": "model"},
-            )
+            raise model_not_found(self.catalog, request.model)
         reference_urls = request.reference_urls
         fields = request.model_dump(exclude_none=True)
         resolution = _resolution_with_size_tier(request)
@@ -178,7 +178,8 @@ class Gateway:
         attempts = [self._attempt(endpoint, request, requested, prefs) for endpoint in capable]
         check_background(request.background, request.output_format)
         references = await self.references.load(reference_urls) if reference_urls else ()
-        generation_id = new_generation_id()
+        created = int(self.clock().timestamp())
+        generation_id = new_generation_id(created)
         # The worst case over every endpoint it may fall back to: a 402 now, never a debt later.
         reserved = await self.store.admit(
             key,
@@ -198,6 +199,7 @@ class Gateway:
             gateway=self,
             streamed=stream,
             reserved=reserved,
+            created=created,
         )
 
     @staticmethod
@@ -238,6 +240,18 @@ class Gateway:
             dropped=tuple(dropped_parameters(endpoint, requested)),
             options=_passthrough(endpoint, prefs),
         )
+
+
+def model_not_found(catalog: ServedCatalog, model_id: str) -> NotFound:
+    """The 404 for a model this gateway does not serve, saying when it was retired if it was."""
+    if retired := catalog.retired_since(model_id):
+        return NotFound(
+            f"Model {model_id} was retired on {retired.isoformat()}: its providers no longer serve it",
+            metadata={"param": "model", "retired": retired.isoformat()},
+        )
+    return NotFound(
+        f"Model {model_id} does not exist or has no image endpoint configured", metadata={"param": "model"}
+    )
 
 
 # --- helpers ---

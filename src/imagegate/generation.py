@@ -200,7 +200,8 @@ class Generation:
     streamed: bool = False
     #: Money is held for it (else it is charged directly: no key limit, unmetered account).
     reserved: bool = True
-    created: int = field(default_factory=lambda: int(time.time()))
+    #: Unix seconds, from the gateway's clock.
+    created: int = 0
     delivered: bool = False
     origin: str | None = None  # the client's HTTP-Referer
     app_title: str | None = None  # the client's X-OpenRouter-Title / X-Title

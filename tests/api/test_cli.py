@@ -16,9 +16,9 @@ import pytest
 KEY = re.compile(r"^sk-ig-v1-[0-9a-f]{64}$")
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imagegate", *args], cwd=tmp_path, env=_env(tmp_path),
+        [sys.executable, "-m", "imagegate", *args], cwd=tmp_path, env={**_env(tmp_path), **(env or {})},
         capture_output=True, text=True, timeout=60,
     )
 
@@ -53,6 +53,33 @@ def test_models_lists_the_sandbox_models(tmp_path: Path) -> None:
     assert listing.returncode == 0
     for model in ("imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers"):
         assert model in listing.stdout
+
+
+def test_models_all_says_which_endpoints_are_retired_and_since_when(tmp_path: Path) -> None:
+    before = _rows(run(tmp_path, "models", "--all", "--on", "2026-11-15").stdout)
+    after = _rows(run(tmp_path, "models", "--all", "--on", "2028-12-07").stdout)
+    assert before["openai/gpt-image-1.5"].endswith("off: set OPENAI_API_KEY")
+    assert after["openai/gpt-image-1.5"].endswith("retired since 2026-12-01")
+    assert after["openai/gpt-image-2"].endswith("off: set OPENAI_API_KEY")
+    assert after["imagegate/sandbox"].endswith("serving")
+
+
+def test_models_lists_a_configured_model_until_its_sunset(tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": "sk-test"}
+    before = _rows(run(tmp_path, "models", "--on", "2026-11-30", env=env).stdout)
+    after = _rows(run(tmp_path, "models", "--on", "2026-12-01", env=env).stdout)
+    assert before["openai/gpt-image-1.5"].endswith("serving; retires 2026-12-01")
+    assert "openai/gpt-image-1.5" not in after and after["openai/gpt-image-2"].endswith("serving")
+
+
+def _rows(table: str) -> dict[str, str]:
+    """The first row of each model in ``imagegate models`` output: model id → the row's text."""
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if cells and "/" in cells[0]:
+            rows[cells[0]] = " ".join(c for c in cells if c)
+    return rows
 
 
 def test_first_serve_creates_prints_and_accepts_a_key(tmp_path: Path) -> None:

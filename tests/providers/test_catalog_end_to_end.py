@@ -9,9 +9,12 @@ Streaming endpoints also stream once.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -27,15 +30,14 @@ SANDBOX = "imagegate"
 REFERENCE = "data:image/png;base64," + base64.b64encode(synth(128, 96, "png")).decode()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, Emulator]]]:
+@contextlib.contextmanager
+def every_provider(folder: Path, **server_options: Any) -> Iterator[tuple[LiveServer, dict[str, Emulator]]]:
     """All four emulators and one imagegate server configured against every provider."""
     import importlib
 
     servers = {name: EmulatorServer(Emulator(importlib.import_module(f"tests.emulators.{name}")))
                for name in ("openai", "google", "bfl", "stability")}
     emus = {name: server.start() for name, server in servers.items()}
-    folder = tmp_path_factory.mktemp("catalog-e2e")
     service_account = folder / "service-account.json"
     service_account.write_text(json.dumps(google_emulator.service_account(emus["google"])))
     providers = {
@@ -48,11 +50,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer
                               "poll_interval_s": 0.01},
         "stability": {"api_key": "sk-test", "base_url": emus["stability"].url},
     }
-    live, stop = start_server(folder, providers=providers)
-    yield live, emus
-    stop()
-    for server in servers.values():
-        server.stop()
+    live, stop = start_server(folder, providers=providers, **server_options)
+    try:
+        yield live, emus
+    finally:
+        stop()
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, Emulator]]]:
+    with every_provider(tmp_path_factory.mktemp("catalog-e2e")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

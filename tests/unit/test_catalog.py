@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imagegate.catalog import CatalogError, load_catalog, parse_catalog_document
+from imagegate.catalog import CatalogError, ServedCatalog, load_catalog, parse_catalog_document
 
 TWO_ENDPOINTS = """
 models:
@@ -59,7 +59,28 @@ def test_sunset_and_unconfigured_endpoints_disappear(tmp_path: Path) -> None:
     model = catalog.restricted({"a", "b"}, today=dt.date(2026, 6, 1)).get("acme/painter")
     assert [e.provider_slug for e in model.endpoints] == ["a"]
     assert catalog.restricted({"b"}, today=dt.date(2025, 6, 1)).get("acme/painter").endpoints[0].provider == "b"
-    assert catalog.restricted({"c"}).get("acme/painter") is None
+    assert catalog.restricted({"c"}, today=dt.date(2025, 6, 1)).get("acme/painter") is None
+
+
+def test_the_served_catalog_follows_its_clock_across_a_sunset(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text(TWO_ENDPOINTS)
+    now = [dt.datetime(2025, 12, 31, 23, 59, tzinfo=dt.UTC)]
+    served = ServedCatalog(load_catalog([path]), {"b"}, clock=lambda: now[0])
+    assert served.get("acme/painter").endpoints[0].provider_slug == "b"
+    assert served.retired_since("acme/painter") is None
+    now[0] = dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.UTC)  # b's sunset: not served from that day on
+    assert served.get("acme/painter") is None
+    assert served.retired_since("acme/painter") is None  # endpoint a has no sunset: not retired
+
+
+def test_a_model_whose_every_endpoint_is_past_sunset_is_retired_since_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text(TWO_ENDPOINTS.replace("provider_name: A\n", "provider_name: A\n        sunset: 2026-03-01\n"))
+    catalog = load_catalog([path])
+    assert catalog.retired_since("acme/painter", dt.date(2026, 2, 28)) is None
+    assert catalog.retired_since("acme/painter", dt.date(2026, 3, 1)) == dt.date(2026, 3, 1)
+    assert catalog.retired_since("acme/nothing", dt.date(2026, 3, 1)) is None
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,9 +13,10 @@ pytest.importorskip("playwright.sync_api", reason="the web tests need playwright
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from imagegate.catalog import load_catalog  # noqa: E402
+from imagegate.clock import fixed_clock  # noqa: E402
 from imagegate.cli import describe_price  # noqa: E402
 from tests.conftest import LiveServer  # noqa: E402
-from tests.web.conftest import PHONE, no_horizontal_scroll, screenshot  # noqa: E402
+from tests.web.conftest import DESKTOP, PHONE, no_horizontal_scroll, screenshot  # noqa: E402
 
 SANDBOX_MODELS = ["imagegate/sandbox", "imagegate/sandbox-tokens", "imagegate/sandbox-tiers", "imagegate/sandbox-vector"]
 #: The page lists every shipped model, configured or not; the test server configures only the sandbox.
@@ -133,6 +136,27 @@ def test_an_unconfigured_endpoint_says_what_to_set(page: Page) -> None:
         "not configured — set AZURE_OPENAI_API_KEY")
     sandbox = page.locator('article[data-model-id="imagegate/sandbox"]')
     expect(sandbox.locator(".endpoint .notice")).to_have_count(0)
+
+
+def test_a_retired_endpoint_says_since_when_not_what_to_set(browser, make_server, console) -> None:
+    # Started on a thread of its own: Playwright's event loop runs on this one.
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(make_server, clock=fixed_clock(datetime(2028, 12, 7, tzinfo=UTC))).result()
+    context = browser.new_context(viewport=DESKTOP, base_url=later.base_url)
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda error: console.record(f"page error: {error}"))
+        page.goto("/")
+        card = page.locator('article[data-model-id="openai/gpt-image-1.5"]')
+        for slug in ("openai", "azure"):
+            expect(card.locator(f'.endpoint[data-provider="{slug}"] .notice')).to_have_text(
+                "retired since 2026-12-01 — its provider no longer serves it")
+        current = page.locator('article[data-model-id="openai/gpt-image-2"]')
+        expect(current.locator('.endpoint[data-provider="openai"] .notice')).to_have_text(
+            "not configured — set OPENAI_API_KEY")
+    finally:
+        context.close()
+    assert console.unexpected() == []
 
 
 def test_screenshots_and_no_sideways_scrolling(page: Page) -> None:

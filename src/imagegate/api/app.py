@@ -20,7 +20,8 @@ from imagegate import __version__
 from imagegate.api import account, discovery, images, keys
 from imagegate.api.errors import install_error_handlers
 from imagegate.api.limits import BodySizeLimit
-from imagegate.catalog import load_catalog
+from imagegate.catalog import ServedCatalog, load_catalog
+from imagegate.clock import Clock, system_clock
 from imagegate.gateway import Gateway, GatewayOptions
 from imagegate.health import HealthBook
 from imagegate.health_redis import SharedHealthBook
@@ -38,9 +39,11 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None, *, on_started: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, on_started: Callable[[], None] | None = None, clock: Clock = system_clock
+) -> FastAPI:
     """The API app; ``on_started`` runs once its start-up is done (``imagegate serve`` tunes the
-    garbage collector there)."""
+    garbage collector there). ``clock`` says what day it is (sunsets) and stamps generations."""
     settings = settings or load_settings()
 
     @asynccontextmanager
@@ -56,8 +59,7 @@ def create_app(settings: Settings | None = None, *, on_started: Callable[[], Non
         reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s), name="reservation reaper")
         http = HttpPool()
         providers = load_providers(settings, http)
-        full_catalog = load_catalog(settings.catalog_paths)
-        catalog = full_catalog.restricted(set(providers.configured))
+        catalog = ServedCatalog(load_catalog(settings.catalog_paths), set(providers.configured), clock)
         references = ReferenceLoader(
             ReferenceLimits(
                 max_bytes=settings.reference_max_bytes,
@@ -72,7 +74,6 @@ def create_app(settings: Settings | None = None, *, on_started: Callable[[], Non
         app.state.limiter = limiter
         app.state.limits = Limits(settings.rate_limit_rpm, settings.rate_limit_concurrency)
         app.state.store = store
-        app.state.full_catalog = full_catalog
         app.state.providers = providers
         app.state.gateway = Gateway(
             catalog=catalog,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, on_started: Callable[[], Non
                 relay_from_bytes=settings.relay_from_bytes,
             ),
             health=health,
+            clock=clock,
         )
         renewer = asyncio.create_task(app.state.gateway.renew_reservations_forever(), name="reservation renewer")
         if on_started is not None:

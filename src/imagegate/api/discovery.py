@@ -9,8 +9,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from imagegate.catalog import Catalog, Endpoint, Model
+from imagegate.catalog import Catalog, Endpoint, Model, ServedCatalog
 from imagegate.errors import InvalidRequest, NotFound
+from imagegate.gateway import model_not_found
 
 router = APIRouter()
 
@@ -24,13 +25,18 @@ def _json(payload: Any) -> Response:
 #: Discovery lists only what this gateway can serve; the web pages also ask for the rest.
 INCLUDE_UNCONFIGURED = Query(
     False, description="imagegate extension: also list endpoints whose provider is not configured, "
-    "marked `configured: false` with what to set in `requires`.",
+    "marked `configured: false` with what to set in `requires`, and retired ones with the day "
+    "their provider stopped serving them in `retired`.",
 )
 
 
+def _served(request: Request) -> ServedCatalog:
+    return request.app.state.gateway.catalog
+
+
 def _catalog(request: Request, include_unconfigured: bool = False) -> Catalog:
-    state = request.app.state
-    return state.full_catalog if include_unconfigured else state.gateway.catalog
+    served = _served(request)
+    return served.full if include_unconfigured else served.serving()
 
 
 def _endpoint_wire(request: Request, endpoint: Endpoint, include_unconfigured: bool) -> dict[str, Any]:
@@ -39,13 +45,18 @@ def _endpoint_wire(request: Request, endpoint: Endpoint, include_unconfigured: b
         missing = request.app.state.providers.missing.get(endpoint.provider)
         wire["configured"] = missing is None and endpoint.provider in request.app.state.providers.configured
         wire["requires"] = [missing.removeprefix("set ")] if missing else []
+        retired = endpoint.retired_on(_served(request).today())
+        wire["retired"] = endpoint.sunset.isoformat() if retired and endpoint.sunset else None
     return wire
 
 
 def _model(request: Request, author: str, slug: str, include_unconfigured: bool = False) -> Model:
-    model = _catalog(request, include_unconfigured).get(f"{author}/{slug}")
+    model_id = f"{author}/{slug}"
+    model = _catalog(request, include_unconfigured).get(model_id)
     if model is None:
-        raise NotFound("Resource not found", metadata={"model": f"{author}/{slug}"})
+        if _served(request).retired_since(model_id):
+            raise model_not_found(_served(request), model_id)
+        raise NotFound("Resource not found", metadata={"model": model_id})
     return model
 
 

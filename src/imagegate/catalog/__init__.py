@@ -2,13 +2,14 @@
 
 The catalog is data (``data/*.yaml``, one file per model author); this module loads it into
 typed, frozen records and answers look-ups. Operators may add or override models with
-their own YAML files (``catalog_paths``); an endpoint past its ``sunset`` date disappears.
+their own YAML files (``catalog_paths``). ``ServedCatalog`` is what a gateway serves on the
+day its clock reads: the endpoints of configured providers, none past its ``sunset`` date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from imagegate.clock import Clock, system_clock
 from imagegate.sizing import FixedSize, SizeRules
 
 BILLABLES = ("output_image", "output_text", "input_image", "input_font", "input_reference", "input_text")
@@ -92,7 +94,11 @@ class Endpoint:
     size_rules: SizeRules = field(default_factory=SizeRules)
     #: Upstream-specific settings handed to the provider (deployment names, API versions ...).
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: The provider's last day of serving it is the day before.
     sunset: dt.date | None = None
+
+    def retired_on(self, today: dt.date) -> bool:
+        return self.sunset is not None and self.sunset <= today
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -169,19 +175,50 @@ class Catalog:
     def models(self) -> list[Model]:
         return list(self._models.values())
 
-    def restricted(self, available_providers: set[str], today: dt.date | None = None) -> Catalog:
+    def restricted(self, available_providers: Set[str], today: dt.date) -> Catalog:
         """Only endpoints whose provider is configured and not past sunset; empty models vanish."""
-        today = today or dt.date.today()
         kept = []
         for model in self._models.values():
             endpoints = tuple(
-                e
-                for e in model.endpoints
-                if e.provider in available_providers and (e.sunset is None or e.sunset > today)
+                e for e in model.endpoints if e.provider in available_providers and not e.retired_on(today)
             )
             if endpoints:
                 kept.append(_replace_endpoints(model, endpoints))
         return Catalog(kept)
+
+    def retired_since(self, model_id: str, today: dt.date) -> dt.date | None:
+        """The day a model was retired, when every one of its endpoints is past its sunset."""
+        model = self._models.get(model_id)
+        if model is None or not all(e.retired_on(today) for e in model.endpoints):
+            return None
+        return max(e.sunset for e in model.endpoints if e.sunset is not None)
+
+
+class ServedCatalog:
+    """What a gateway serves on the day its clock reads: the full catalog restricted to the
+    configured providers' endpoints not past their sunset (worked out again when the day changes)."""
+
+    def __init__(self, full: Catalog, providers: Set[str], clock: Clock = system_clock) -> None:
+        self.full = full
+        self._providers = frozenset(providers)
+        self._clock = clock
+        self._day: dt.date | None = None
+        self._served = Catalog(())
+
+    def today(self) -> dt.date:
+        return self._clock().date()
+
+    def serving(self) -> Catalog:
+        day = self.today()
+        if day != self._day:
+            self._served, self._day = self.full.restricted(self._providers, day), day
+        return self._served
+
+    def get(self, model_id: str) -> Model | None:
+        return self.serving().get(model_id)
+
+    def retired_since(self, model_id: str) -> dt.date | None:
+        return self.full.retired_since(model_id, self.today())
 
 
 def load_catalog(extra_paths: Iterable[Path] = ()) -> Catalog:

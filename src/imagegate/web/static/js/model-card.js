@@ -50,9 +50,12 @@ export function modelCard(model, endpoints) {
   );
 }
 
-/** An endpoint record; `configured: false` with `requires` names the settings that enable it. */
+/**
+ * An endpoint record; `configured: false` with `requires` names the settings that enable it,
+ * and `retired` the day its provider stopped serving it.
+ */
 function endpointSection(endpoint) {
-  const unconfigured = endpoint.configured === false;
+  const unconfigured = endpoint.configured === false || Boolean(endpoint.retired);
   const parameters = endpoint.supported_parameters;
   const passthrough = endpoint.allowed_passthrough_parameters;
   return h(
@@ -98,6 +101,7 @@ function endpointSection(endpoint) {
 }
 
 function notConfigured(endpoint) {
+  if (endpoint.retired) return `retired since ${endpoint.retired} — its provider no longer serves it`;
   const settings = endpoint.requires ?? [];
   return settings.length ? `not configured — set ${settings.join(", ")}` : "not configured";
 }

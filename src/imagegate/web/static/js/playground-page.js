@@ -108,10 +108,10 @@ async function chooseModel(id, wantedEndpoint = AUTOMATIC) {
   }
   if (model.id !== id) return; // another model was chosen meanwhile
   endpoints = endpointsOf.get(id);
-  const usable = endpoints.filter((e) => e.configured !== false);
+  const usable = endpoints.filter(serves);
   const choices = endpoints.map((e) => [
     e.provider_slug,
-    e.configured === false ? `${e.provider_name} — not configured` : e.provider_name,
+    e.retired ? `${e.provider_name} — retired since ${e.retired}` : e.configured === false ? `${e.provider_name} — not configured` : e.provider_name,
   ]);
   const automatic = usable.length > 1 ? [[AUTOMATIC, "Automatic (the gateway routes)"]] : [];
   const selected = usable.some((e) => e.provider_slug === wantedEndpoint)
@@ -119,14 +119,19 @@ async function chooseModel(id, wantedEndpoint = AUTOMATIC) {
     : automatic.length ? AUTOMATIC : usable[0]?.provider_slug;
   endpointSelect.replaceChildren(...options([...automatic, ...choices], selected));
   for (const option of endpointSelect.options) {
-    option.disabled = endpoints.some((e) => e.provider_slug === option.value && e.configured === false);
+    option.disabled = endpoints.some((e) => e.provider_slug === option.value && !serves(e));
   }
   chooseEndpoint(selected ?? AUTOMATIC);
 }
 
+/** Whether this gateway serves the endpoint: its provider is configured and it is not retired. */
+function serves(e) {
+  return e.configured !== false && !e.retired;
+}
+
 function chooseEndpoint(slug) {
   endpoint = endpoints.find((e) => e.provider_slug === slug) ?? null;
-  const usable = endpoints.filter((e) => e.configured !== false);
+  const usable = endpoints.filter(serves);
   if (!endpoint && usable.length === 1) endpoint = usable[0];
   const parameters = endpoint?.supported_parameters ?? model.supported_parameters;
   const streams = endpoint ? endpoint.supports_streaming : usable.some((e) => e.supports_streaming);
@@ -152,7 +157,7 @@ function chooseEndpoint(slug) {
 function showEndpointFacts(usable) {
   const facts = $("endpoint-facts");
   if (!usable.length) {
-    facts.replaceChildren(h("p", { class: "notice warn" }, "No endpoint of this model is configured on this gateway."));
+    facts.replaceChildren(h("p", { class: "notice warn" }, "No endpoint of this model is configured on this gateway, or every one is retired."));
     return;
   }
   if (!endpoint) {
@@ -219,7 +224,7 @@ function providerPreferences() {
     const list = listField(name);
     if (list.length) provider[name] = list;
   }
-  const usable = endpoints.filter((e) => e.configured !== false);
+  const usable = endpoints.filter(serves);
   // A chosen endpoint among several is pinned unless the user routes explicitly.
   if (endpoint && usable.length > 1 && !provider.only && !provider.order && endpoint.provider_tag) {
     provider.only = [endpoint.provider_tag];
