@@ -137,7 +137,7 @@ def test_upgrade_creates_schema_on_fresh_file_in_missing_directory(db_path: Path
         "ix_reservations_expires_at",
     } <= _indexes(db_path)
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 def test_upgrade_twice_is_idempotent(db_path: Path) -> None:

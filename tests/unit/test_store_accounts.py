@@ -109,7 +109,8 @@ async def key(store: Store):
 
 
 async def _audit(store: Store, account_id: int = 1) -> None:
-    """The invariants: balance = ledger sum ≥ 0; reserved = sum of live reservations."""
+    """The invariants: balance = ledger sum (below zero only where a charge exceeded it);
+    reserved = sum of live reservations."""
     account = await store.get_account(account_id)
     async with store.engine.connect() as conn:
         live = await conn.scalar(
@@ -120,7 +121,6 @@ async def _audit(store: Store, account_id: int = 1) -> None:
     assert account.reserved_usd == nano_to_usd(int(live))
     if account.metered:
         assert account.balance_usd == await store.ledger_total(account_id)
-        assert account.balance_usd >= 0
         assert account.total_credits_usd - account.total_usage_usd == account.balance_usd
 
 
@@ -263,7 +263,7 @@ async def test_processes_starting_at_once_migrate_the_database_once(database_url
     ]
     errors = [(await process.communicate())[1] for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, errors
-    assert await _raw(database_url, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert await _raw(database_url, "SELECT version_num FROM alembic_version") == [("0003",)]
     assert await _raw(database_url, "SELECT id, name FROM accounts") == [(1, "default")]
 
 
@@ -353,15 +353,16 @@ async def test_reservations_in_flight_count_against_the_balance(store: Store, ke
     await _audit(store)
 
 
-async def test_settle_charges_at_most_the_reservation_and_warns(
+async def test_settle_charges_what_it_cost_past_the_reservation_and_warns(
     store: Store, key, caplog: pytest.LogCaptureFixture
 ) -> None:
     await store.add_credits(D(1))
     generation_id = await _reserve(store, key.id, "0.1")
-    with caplog.at_level(logging.WARNING, logger="imagegate.store.reservations"):
-        assert await store.settle(generation_id, D("0.25")) == D("0.1")
-    assert "more than its reservation" in caplog.text
-    assert (await store.get_account()).balance_usd == D("0.9")
+    with caplog.at_level(logging.WARNING, logger="imagegate.store"):
+        assert await store.settle(generation_id, D("0.25")) == D("0.25")
+    assert f"generation {generation_id} cost 0.25 USD, more than its reservation of 0.1 USD" in caplog.text
+    account = await store.get_account()
+    assert account.balance_usd == D("0.75") and account.reserved_usd == 0
     await _audit(store)
 
 
@@ -643,7 +644,7 @@ async def test_reap_expired_releases_only_expired_reservations(store: Store, key
     await _audit(store)
 
 
-async def test_late_settle_after_reaping_still_charges_capped_at_the_balance(
+async def test_late_settle_after_reaping_charges_in_full_and_the_account_owes(
     store: Store, key, caplog: pytest.LogCaptureFixture
 ) -> None:
     await store.add_credits(D("0.5"))
@@ -657,11 +658,13 @@ async def test_late_settle_after_reaping_still_charges_capped_at_the_balance(
     assert await store.reap_expired(now=t0) == 1
     spender = await _reserve(store, key.id, "0.15")
     await store.settle(spender, D("0.15"))
-    with caplog.at_level(logging.WARNING, logger="imagegate.store.reservations"):
-        assert await store.settle(other, D("0.2")) == D("0.05")
-    assert "capped at the balance" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="imagegate.store"):
+        assert await store.settle(other, D("0.2")) == D("0.2")
+    assert f"generation {other}: charge of 0.2 USD is more than the balance of 0.05 USD" in caplog.text
     account = await store.get_account()
-    assert account.balance_usd == 0 and account.total_usage_usd == D("0.5")
+    assert account.balance_usd == D("-0.15") and account.total_usage_usd == D("0.65")
+    with pytest.raises(LimitExceeded):  # nothing more until it is topped up
+        await _reserve(store, key.id, "0.01")
     await _audit(store)
 
 
@@ -866,12 +869,12 @@ async def test_settlements_finishing_together_share_one_transaction_and_book_exa
     finally:
         event.remove(store.engine.sync_engine, "commit", count)
     assert commits == 1
-    assert results == [D("0.2"), D(0), D("0.1")]  # the last is capped at its reservation
+    assert results == [D("0.2"), D(0), D("0.7")]  # the last past its reservation, in full
     account = await store.get_account()
-    assert account.balance_usd == D("0.7") and account.reserved_usd == 0
+    assert account.balance_usd == D("0.1") and account.reserved_usd == 0
     recorded = {g.id: g.cost_usd for g in await store.list_generations()}
-    assert recorded == {charged: D("0.2"), released: D(0), overrun: D("0.1")}
-    assert (await store.key_usage(key.id)).usage == D("0.3")
+    assert recorded == {charged: D("0.2"), released: D(0), overrun: D("0.7")}
+    assert (await store.key_usage(key.id)).usage == D("0.9")
     await _audit(store)
 
 

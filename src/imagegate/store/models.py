@@ -52,6 +52,7 @@ class Account(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     #: NULL: unmetered, nothing is refused (a fresh install); the first top-up meters it.
+    #: Below zero when a generation cost more than was left (charged as its upstream reported).
     balance_nano: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: Sum of the account's live reservations, kept by the transactions that change them.
     reserved_nano: Mapped[int] = mapped_column(
@@ -60,7 +61,6 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     __table_args__ = (
-        CheckConstraint("balance_nano >= 0", name="balance_not_negative"),
         CheckConstraint("reserved_nano >= 0", name="reserved_not_negative"),
     )
 

@@ -126,10 +126,9 @@ def _plan(settlement: Settlement, held: object | None) -> _Plan | None:
     amount: int = held.amount_nano  # type: ignore[attr-defined]
     if actual is not None and actual > amount:
         log.warning(
-            "generation %s cost %s USD, more than its reservation of %s USD; charging the reservation",
+            "generation %s cost %s USD, more than its reservation of %s USD; charged in full",
             settlement.generation_id, nano_to_usd(actual), nano_to_usd(amount),
         )
-        actual = amount
     released = 0 if held.reaped_at is not None else amount  # type: ignore[attr-defined]
     return _Plan(settlement, held.key_id, held.account_id, released, actual)  # type: ignore[attr-defined]
 
@@ -158,8 +157,8 @@ def _per_key(plans: list[_Plan]) -> list[dict[str, int]]:
 
 
 async def _book_accounts(conn: AsyncConnection, plans: list[_Plan], at: datetime) -> None:
-    """Release and charge per account (each charge capped at what its balance still holds),
-    and write one ledger entry per charge."""
+    """Release and charge per account, and write one ledger entry per charge. A charge is
+    booked whole even past the balance (the client was shown it): the account then owes."""
     by_account: dict[int, list[_Plan]] = defaultdict(list)
     for plan in plans:
         if plan.account_id is not None:
@@ -177,10 +176,9 @@ async def _book_accounts(conn: AsyncConnection, plans: list[_Plan], at: datetime
             if balance is not None:
                 if plan.charge > balance:
                     log.warning(
-                        "generation %s: charge of %s USD capped at the balance of %s USD",
+                        "generation %s: charge of %s USD is more than the balance of %s USD; the account owes",
                         plan.settlement.generation_id, nano_to_usd(plan.charge), nano_to_usd(balance),
                     )
-                    plan.charge = balance
                 balance -= plan.charge
             charged += plan.charge
             entries.append({
