@@ -5,9 +5,10 @@ Pure functions: no I/O, no globals. Floats appear only when a cost is written in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from decimal import Decimal
+from typing import Any
 
 from imagegate.catalog import PricingLine
 from imagegate.providers.base import Usage
@@ -112,6 +113,23 @@ def max_output_pixels(rules: SizeRules) -> int:
     return edge * edge
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLimits:
+    """The most tokens an endpoint declares it can bill (``None``: it declares none)."""
+
+    output_per_image: int | None = None
+    input_per_image: int | None = None
+    output_text: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> TokenLimits:
+        return cls(
+            output_per_image=settings.get("max_output_tokens_per_image"),
+            input_per_image=settings.get("max_input_tokens_per_image"),
+            output_text=settings.get("max_output_text_tokens"),
+        )
+
+
 def worst_case_usage(
     *,
     n: int,
@@ -119,9 +137,7 @@ def worst_case_usage(
     rules: SizeRules,
     prompt: str,
     reference_pixels: Iterable[int],
-    max_output_tokens_per_image: int | None = None,
-    max_input_tokens_per_image: int | None = None,
-    max_output_text_tokens: int | None = None,
+    limits: TokenLimits = TokenLimits(),
 ) -> Usage:
     """The most a generation on one endpoint can consume: what is reserved before it runs.
 
@@ -132,8 +148,8 @@ def worst_case_usage(
     calls = 1 if per_call is None else -(-n // per_call)
     pixels = max_output_pixels(rules)
     references = list(reference_pixels)
-    output_tokens = max_output_tokens_per_image or -(-pixels // 1024)
-    input_tokens = sum(max_input_tokens_per_image or -(-p // 1024) for p in references)
+    output_tokens = limits.output_per_image or -(-pixels // 1024)
+    input_tokens = sum(limits.input_per_image or -(-p // 1024) for p in references)
     return Usage(
         output_images=n,
         output_megapixels=Decimal(pixels * n) / PIXELS_PER_MEGAPIXEL,
@@ -142,9 +158,35 @@ def worst_case_usage(
         input_megapixels=Decimal(sum(references) * calls) / PIXELS_PER_MEGAPIXEL,
         input_image_tokens=input_tokens * calls,
         input_text_tokens=len(prompt.encode()) * calls,
-        output_text_tokens=(max_output_text_tokens or 0) * calls,
+        output_text_tokens=(limits.output_text or 0) * calls,
         requests=calls,
     )
+
+
+def usage_problem(usage: Usage, ceiling: Usage, limits: TokenLimits) -> str | None:
+    """Why an upstream's reported usage cannot be true, or ``None``: a count that is not a
+    non-negative integer, a stated cost that is not a non-negative amount, or tokens beyond
+    what the endpoint declares it can bill (``ceiling``, the generation's worst case)."""
+    for name in _COUNTS:
+        value = getattr(usage, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name} is {value!r}"
+    for name in ("output_megapixels", "input_megapixels", "stated_cost_usd"):
+        value = getattr(usage, name)
+        if value is not None and not (isinstance(value, Decimal) and value.is_finite() and value >= 0):
+            return f"{name} is {value!r}"
+    declared = {
+        "output_image_tokens": limits.output_per_image,
+        "input_image_tokens": limits.input_per_image,
+        "output_text_tokens": limits.output_text,
+    }
+    for name, limit in declared.items():
+        if limit is not None and getattr(usage, name) > getattr(ceiling, name):
+            return f"{name} is {getattr(usage, name)}, more than the endpoint's most ({getattr(ceiling, name)})"
+    return None
+
+
+_COUNTS = tuple(f.name for f in fields(Usage) if f.type in ("int", int))
 
 
 def usage_to_wire(usage: Usage, cost: Cost, *, billed: bool = True) -> dict:

@@ -204,19 +204,8 @@ class Gateway:
 
     @staticmethod
     def _worst_case_cost(attempt: Attempt, request: ImageRequest, references: tuple[ReferenceImage, ...]) -> Decimal:
-        endpoint = attempt.endpoint
-        takes_references = "input_references" in endpoint.supported_parameters
-        usage = billing.worst_case_usage(
-            n=request.n or 1,
-            per_call=endpoint.settings.get("images_per_call"),
-            rules=endpoint.size_rules,
-            prompt=request.prompt,
-            reference_pixels=[r.width * r.height for r in references] if takes_references else [],
-            max_output_tokens_per_image=endpoint.settings.get("max_output_tokens_per_image"),
-            max_input_tokens_per_image=endpoint.settings.get("max_input_tokens_per_image"),
-            max_output_text_tokens=endpoint.settings.get("max_output_text_tokens"),
-        )
-        return billing.most_expensive_cost(endpoint.pricing, usage)
+        ceiling = attempt.usage_ceiling(request.n or 1, request.prompt, references)
+        return billing.most_expensive_cost(attempt.endpoint.pricing, ceiling)
 
     def _attempt(
         self, endpoint: Endpoint, request: ImageRequest, requested: Mapping[str, Any],

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -127,6 +128,24 @@ class Attempt:
     seed: int | None
     dropped: tuple[str, ...]
     options: Mapping[str, Any]
+
+    @property
+    def token_limits(self) -> billing.TokenLimits:
+        return billing.TokenLimits.from_settings(self.endpoint.settings)
+
+    def usage_ceiling(self, n: int, prompt: str, references: Sequence[ReferenceImage]) -> Usage:
+        """The most a generation on this endpoint can consume: what is reserved for it, and
+        the bound on the tokens its upstream may report (references only where it takes them)."""
+        endpoint = self.endpoint
+        takes_references = "input_references" in endpoint.supported_parameters
+        return billing.worst_case_usage(
+            n=n,
+            per_call=endpoint.settings.get("images_per_call"),
+            rules=endpoint.size_rules,
+            prompt=prompt,
+            reference_pixels=[r.width * r.height for r in references] if takes_references else [],
+            limits=self.token_limits,
+        )
 
     def applied(self) -> dict[str, Any]:
         """What the client gets on this endpoint (headers and the generation record)."""
@@ -280,6 +299,7 @@ class Generation:
                     if outcome.first_event_at is None:
                         outcome.first_event_at = time.monotonic()
                     if isinstance(event, Usage):  # the provider's last word: the answer is complete
+                        self._check_reported(attempt, event)
                         await self._answered(answer, outcome, event)
                         continue  # what is left is the provider's own teardown (its connection)
                     if isinstance(event, ImageOut):
@@ -335,6 +355,7 @@ class Generation:
         for event in answer.held:
             await self._queue.put(event)
         usage = _measured_usage(reported or Usage(), answer.images, self._references_for(attempt))
+        usage = self._unreported_tokens_priced(attempt, usage, len(answer.images))
         outcome.usage = usage
         outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
         await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, answer.images))
@@ -370,6 +391,36 @@ class Generation:
             ) from None
         if produced == 0:
             raise UpstreamError(f"{attempt.endpoint.provider_name} returned no image")
+
+    def _ceiling(self, attempt: Attempt) -> Usage:
+        return attempt.usage_ceiling(self.request.n or 1, self.request.prompt, self.references)
+
+    def _check_reported(self, attempt: Attempt, reported: Usage) -> None:
+        """Usage that cannot be true (negative, not a number, beyond what the endpoint declares)
+        makes the answer malformed: a 502, nothing charged."""
+        if problem := billing.usage_problem(reported, self._ceiling(attempt), attempt.token_limits):
+            name = attempt.endpoint.provider_name
+            log.warning("generation %s: %s reported an impossible usage: %s", self.id, name, problem)
+            raise UpstreamError(f"{name} returned a malformed answer: its usage says {problem}",
+                                metadata={"provider_name": name})
+
+    def _unreported_tokens_priced(self, attempt: Attempt, usage: Usage, images: int) -> Usage:
+        """Tokens a paid endpoint bills that its upstream did not report, taken as the most the
+        endpoint declares for what was delivered: an answer without usage is never free."""
+        billed = {line.billable for line in attempt.endpoint.pricing if line.unit == "token" and line.cost_usd}
+        ceiling = self._ceiling(attempt)
+        filled: dict[str, int] = {}
+        if "output_image" in billed and images and not usage.output_image_tokens:
+            filled["output_image_tokens"] = ceiling.output_image_tokens // max(1, ceiling.output_images) * images
+        if "input_image" in billed and usage.input_images and not usage.input_image_tokens:
+            filled["input_image_tokens"] = ceiling.input_image_tokens
+        if "input_text" in billed and self.request.prompt and not usage.input_text_tokens:
+            filled["input_text_tokens"] = ceiling.input_text_tokens
+        if not filled or usage.stated_cost_usd is not None:
+            return usage
+        log.warning("generation %s: %s reported no %s; billed as the most the endpoint declares", self.id,
+                    attempt.endpoint.provider_name, ", ".join(filled))
+        return dataclasses.replace(usage, **filled)
 
     def _references_for(self, attempt: Attempt) -> tuple[ReferenceImage, ...]:
         """References go only to endpoints that take them; elsewhere they are a dropped parameter."""

@@ -29,6 +29,36 @@ COMMON_FAULTS = {
 }
 #: Faults that are not an HTTP status: handled by the middleware itself.
 TRANSPORT_FAULTS = ("drop", "malformed", "slow")
+#: An upstream that answers 200 with usage no real one sends: each number in the answer's
+#: usage object (``usage``, ``usageMetadata``) made negative, a string or a million times
+#: larger, or the object left out.
+USAGE_FAULTS = {
+    "usage_negative": lambda n: -abs(n) - 1,
+    "usage_string": lambda n: "many",
+    "usage_absurd": lambda n: n * 1_000_000 + 1_000_000,
+    "usage_missing": None,
+}
+USAGE_KEYS = ("usage", "usageMetadata")
+
+
+def _with_bad_usage(body: Any, change: Callable[[int], Any] | None) -> bytes:
+    for key in USAGE_KEYS:
+        if isinstance(body, dict) and key in body:
+            if change is None:
+                del body[key]
+            else:
+                body[key] = _map_numbers(body[key], change)
+    return orjson.dumps(body)
+
+
+def _map_numbers(value: Any, change: Callable[[int], Any]) -> Any:
+    if isinstance(value, dict):
+        return {k: _map_numbers(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_numbers(v, change) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return change(value)
+    return value
 
 
 @dataclass
@@ -102,7 +132,11 @@ class Emulator:
             status, code, message = COMMON_FAULTS[fault]
             headers = {"Retry-After": "2"} if status == 429 else None
             return self.error(status, code, message, headers)
-        return await handler(request)
+        response = await handler(request)
+        if isinstance(response, web.Response) and response.content_type == "application/json":
+            if fault := self.take_fault(*USAGE_FAULTS):
+                response.body = _with_bad_usage(orjson.loads(response.body), USAGE_FAULTS[fault])
+        return response
 
     async def _set_fault(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pybase64
 
+from imagegate.errors import UpstreamError
 from imagegate.providers.relay import ByteRelay
 
 if TYPE_CHECKING:
@@ -104,6 +105,21 @@ class Usage:
     requests: int = 1
     #: What the upstream says it charged for the call, in USD; when given, it is the cost.
     stated_cost_usd: Decimal | None = None
+
+
+def usage_count(raw: Any, what: str, provider_name: str) -> int:
+    """A count from an upstream's usage (absent is 0). Anything but a non-negative whole
+    number makes the answer malformed: a 502, and nothing is charged for it."""
+    if raw is None:
+        return 0
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise UpstreamError(
+            f"{provider_name} returned a malformed answer: its usage says {what} is {raw!r}",
+            metadata={"provider_name": provider_name},
+        )
+    return raw
 
 
 @dataclass(frozen=True, slots=True)

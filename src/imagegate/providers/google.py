@@ -53,6 +53,7 @@ from imagegate.providers.base import (
     ProviderJob,
     TextChunk,
     Usage,
+    usage_count,
 )
 from imagegate.providers.http import HttpPool, Reply, upstream_error
 
@@ -340,26 +341,27 @@ def parse_response(provider_name: str, reply: Reply, *, limit: int = 1) -> list[
                 images.append(Image(Blob.from_b64(inline["data"]), media_type))
     if not images:
         raise _no_image(provider_name, reply, candidates, texts)
-    return [*events, *images[:limit], Done(usage_from(body.get("usageMetadata") or {}))]
+    return [*events, *images[:limit], Done(usage_from(body.get("usageMetadata") or {}, provider_name))]
 
 
-def usage_from(metadata: Mapping[str, Any]) -> Usage:
+def usage_from(metadata: Mapping[str, Any], provider_name: str = "Google") -> Usage:
     """``usageMetadata`` in billing units: thinking and text output tokens bill no image line."""
-    prompt = _by_modality(metadata.get("promptTokensDetails"))
-    output = _by_modality(metadata.get("candidatesTokensDetails"))
-    prompt_total = int(metadata.get("promptTokenCount") or 0)
+    prompt = _by_modality(metadata.get("promptTokensDetails"), provider_name)
+    output = _by_modality(metadata.get("candidatesTokensDetails"), provider_name)
+    prompt_total = usage_count(metadata.get("promptTokenCount"), "promptTokenCount", provider_name)
+    candidates = usage_count(metadata.get("candidatesTokenCount"), "candidatesTokenCount", provider_name)
     return Usage(
-        output_image_tokens=output.get("IMAGE", int(metadata.get("candidatesTokenCount") or 0)),
+        output_image_tokens=output.get("IMAGE", candidates),
         input_image_tokens=prompt.get("IMAGE", 0),
         input_text_tokens=prompt.get("TEXT", prompt_total - prompt.get("IMAGE", 0)),
     )
 
 
-def _by_modality(details: Any) -> dict[str, int]:
+def _by_modality(details: Any, provider_name: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in details or ():
         modality = item.get("modality")
-        counts[modality] = counts.get(modality, 0) + int(item.get("tokenCount") or 0)
+        counts[modality] = counts.get(modality, 0) + usage_count(item.get("tokenCount"), "tokenCount", provider_name)
     return counts
 
 

@@ -35,6 +35,7 @@ from imagegate.providers.base import (
     ReferenceImage,
     RelayedImage,
     Usage,
+    usage_count,
 )
 from imagegate.providers.http import HttpPool, Reply, SseEvent, loads_lifted, upstream_error
 from imagegate.providers.relay import (
@@ -430,14 +431,14 @@ def _usage(provider_name: str, raw: Any) -> Usage:
         )
         return Usage()
     details = raw.get("input_tokens_details") or {}
-    image_in = int(details.get("image_tokens") or 0)
+    image_in = usage_count(details.get("image_tokens"), "input image tokens", provider_name)
     text_in = details.get("text_tokens")
     if text_in is None:  # only the total: the rest of it is the prompt
-        text_in = max(0, int(raw.get("input_tokens") or 0) - image_in)
+        text_in = max(0, usage_count(raw.get("input_tokens"), "input tokens", provider_name) - image_in)
     return Usage(
-        input_text_tokens=int(text_in),
+        input_text_tokens=usage_count(text_in, "input text tokens", provider_name),
         input_image_tokens=image_in,
-        output_image_tokens=int(raw.get("output_tokens") or 0),
+        output_image_tokens=usage_count(raw.get("output_tokens"), "output tokens", provider_name),
     )
 
 
