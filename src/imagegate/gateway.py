@@ -118,7 +118,7 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     def recording(self, generation_id: str) -> None:
-        """The generation has its outcome; its record is being written."""
+        """The generation has started; its record is on its way."""
         self._unrecorded[generation_id] = asyncio.Event()
 
     def recorded(self, generation_id: str) -> None:

@@ -235,6 +235,8 @@ class Generation:
         return self.attempts[0]
 
     def start(self) -> None:
+        # Known from now on, so that a lookup right after the answer waits for its record.
+        self.gateway.recording(self.id)
         self._task = asyncio.create_task(self._run(), name=f"generation {self.id}")
         self.gateway.track(self._task)
 
@@ -277,7 +279,6 @@ class Generation:
             outcome.error = InternalError("Internal server error")
             await self._queue.put(Failed(outcome.error))
         finally:
-            self.gateway.recording(self.id)
             await self.lease.release()
             await self._queue.put(None)
             try:

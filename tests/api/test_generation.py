@@ -297,3 +297,15 @@ def test_a_provider_failing_after_its_answer_still_delivers_and_bills_it(make_se
     events = [orjson.loads(block[6:]) for block in raw.split(b"\n\n") if block.startswith(b"data: {")]
     assert [e["type"].split(".")[-1] for e in events] == ["partial_image", "partial_image", "completed"]
     assert events[-1]["usage"]["cost"] == pytest.approx(0.01) and raw.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_generation_is_found_right_after_its_answer_while_its_upstream_call_winds_down(server: LiveServer) -> None:
+    body = {"model": "imagegate/sandbox", "prompt": "a kite", "resolution": "512",
+            "provider": {"options": {"imagegate": {"linger_ms": 1500}}}}
+    with server.client() as client:
+        answer = client.post("/images", json=body, headers=server.auth())
+        assert answer.status_code == 200
+        record = client.get("/generation", params={"id": answer.headers["x-generation-id"]}, headers=server.auth())
+    assert record.status_code == 200, record.text
+    assert record.json()["data"]["status"] == "succeeded"
+    assert record.json()["data"]["total_cost"] == answer.json()["usage"]["cost"]

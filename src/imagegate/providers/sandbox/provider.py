@@ -124,6 +124,8 @@ class _Options:
     latency_ms: int = 0
     fail: str | None = None
     fail_rate: float = 0.0
+    #: How long the call goes on after its last event, as an upstream's connection closing does.
+    linger_ms: int = 0
 
 
 def _option_error(name: str, expected: str) -> errors.InvalidRequest:
@@ -134,15 +136,7 @@ def _option_error(name: str, expected: str) -> errors.InvalidRequest:
 
 def parse_options(options: Mapping[str, Any]) -> _Options:
     """Validate the sandbox's passthrough options; unknown keys are ignored."""
-    latency = options.get("latency_ms")
-    if latency is None:
-        latency = 0
-    elif (
-        isinstance(latency, bool)
-        or not isinstance(latency, int)
-        or not 0 <= latency <= MAX_LATENCY_MS
-    ):
-        raise _option_error("latency_ms", f"an integer from 0 to {MAX_LATENCY_MS} (milliseconds)")
+    latency, linger = (_milliseconds(options, name) for name in ("latency_ms", "linger_ms"))
     fail = options.get("fail")
     if fail is not None and (not isinstance(fail, str) or fail not in FAIL_MODES):
         raise _option_error("fail", "one of " + ", ".join(FAIL_MODES))
@@ -156,7 +150,16 @@ def parse_options(options: Mapping[str, Any]) -> _Options:
         or not 0 <= rate <= 1
     ):
         raise _option_error("fail_rate", "a number from 0 to 1")
-    return _Options(latency, fail, float(rate))
+    return _Options(latency, fail, float(rate), linger)
+
+
+def _milliseconds(options: Mapping[str, Any], name: str) -> int:
+    value = options.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LATENCY_MS:
+        raise _option_error(name, f"an integer from 0 to {MAX_LATENCY_MS} (milliseconds)")
+    return value
 
 
 def injected_error(mode: str) -> errors.UpstreamError:
@@ -297,3 +300,5 @@ class SandboxProvider:
                 elif not future.cancelled():
                     future.exception()  # retrieved: never "exception was never retrieved"
         yield Done(compute_usage(job))
+        if options.linger_ms:
+            await asyncio.sleep(options.linger_ms / 1000)
