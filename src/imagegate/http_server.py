@@ -18,6 +18,10 @@ extension and use ``send`` alone.
 The write goes past ``send``, and so past every middleware wrapping it: it is only for apps
 none of whose middleware buffers or rewrites a streamed body (``tests/api/test_http_server.py``
 holds imagegate's stack to that).
+
+``imagegate.client_gone`` tells whether the client went away while the response was being
+sent: uvicorn's ``send`` then returns as if all were well, and an answer that never arrived
+whole must not be billed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ WRITE_CHUNK = "imagegate.write_chunk"
 
 WriteChunk = Callable[[Sequence[bytes | memoryview]], bool]
 
+#: The ``scope["extensions"]`` key; its value is ``{"check": client_gone}``.
+CLIENT_GONE = "imagegate.client_gone"
+
 
 class ImagegateHttpProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol (httptools), each request's scope offering ``write_chunk``."""
@@ -40,7 +47,9 @@ class ImagegateHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # not an upgrade: a request to answer
-            self.scope.setdefault("extensions", {})[WRITE_CHUNK] = {"write": partial(_write_chunk, cycle)}
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[WRITE_CHUNK] = {"write": partial(_write_chunk, cycle)}
+            extensions[CLIENT_GONE] = {"check": partial(_client_gone, cycle)}
 
 
 def _write_chunk(cycle: RequestResponseCycle, pieces: Sequence[bytes | memoryview]) -> bool:
@@ -61,3 +70,8 @@ def _write_chunk(cycle: RequestResponseCycle, pieces: Sequence[bytes | memoryvie
     if size:  # an empty chunk would end the response
         cycle.transport.writelines([b"%x\r\n" % size, *pieces, b"\r\n"])
     return True
+
+
+def _client_gone(cycle: RequestResponseCycle) -> bool:
+    """Whether the connection was lost before ``cycle``'s response was complete."""
+    return bool(getattr(cycle, "disconnected", False))

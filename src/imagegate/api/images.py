@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
-from imagegate.api.pieces import Pieces, PiecesResponse, PiecesStream
+from imagegate.api.pieces import OnSent, Pieces, PiecesResponse, PiecesStream, client_gone
 from imagegate.errors import ImagegateError, NotFound
 from imagegate.generation import (
     Attempt,
@@ -136,18 +136,23 @@ async def _buffered(generation: Generation, request: Request) -> Response:
         except ImagegateError as exc:
             exc.headers.setdefault("X-Generation-Id", generation.id)  # the failure is on record too
             raise
+        handed_over, consuming = consuming, None  # the response ends it, sent or abandoned
+
+        def on_sent(whole: bool) -> None:
+            if whole:  # billed only once the client has all of it
+                generation.mark_delivered()
+            handed_over.__exit__(None, None, None)
+
         if isinstance(outcome, RelayedOut):
-            handed_over, consuming = consuming, None  # the response ends it, sent or abandoned
             return _RelayResponse(
                 _relayed_body(generation, images, outcome, events),
                 headers=_headers(generation, outcome.attempt, [outcome.info]),
-                on_close=lambda: handed_over.__exit__(None, None, None),
+                on_sent=on_sent,
             )
         pieces = image_response_pieces(
             generation.created, ((img.b64, img.media_type) for img in images), outcome.usage
         )
-        generation.mark_delivered()
-        return PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images))
+        return PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images), on_sent=on_sent)
     finally:
         if consuming is not None:
             consuming.__exit__(None, None, None)
@@ -227,7 +232,6 @@ async def _relayed_body(
         elif isinstance(event, ImageOut):
             yield (separator + IMAGE_ITEM_START, event.b64, image_item_end(event.media_type))
         elif isinstance(event, Finished):
-            generation.mark_delivered()
             yield (image_body_end(event.usage),)
             return
         elif isinstance(event, Failed):
@@ -241,23 +245,28 @@ async def _relayed_body(
 class _RelayResponse(PiecesStream):
     """A relayed answer. If the generation fails after it started, the answer is left
     incomplete and the server closes the connection: the client sees a cut, never a
-    well-formed answer missing an image. ``on_close`` runs however it ends."""
+    well-formed answer missing an image. ``on_sent`` is told, however it ends, whether the
+    client got all of it."""
 
-    def __init__(self, content: AsyncIterator[Pieces], *, headers: dict[str, str], on_close: Callable[[], Any]) -> None:
+    def __init__(self, content: AsyncIterator[Pieces], *, headers: dict[str, str], on_sent: OnSent) -> None:
         super().__init__(content, media_type="application/json", headers=headers)
-        self._on_close = on_close
+        self._on_sent = on_sent
+        self._ended = False
 
     async def stream_response(self, send: Send) -> None:
         try:
             await super().stream_response(send)
+            self._ended = True
         except _RelayBroken as exc:  # raised before the answer's end is sent: it stays open-ended
             log.warning("a relayed answer was cut off: %s", exc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        whole = False
         try:
             await super().__call__(scope, receive, send)
+            whole = self._ended and not client_gone(scope)
         finally:
-            self._on_close()
+            self._on_sent(whole)
 
 
 async def _client_gone(request: Request) -> None:

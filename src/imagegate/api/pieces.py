@@ -4,30 +4,46 @@ copied into one body first (measured, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from imagegate.http_server import WRITE_CHUNK, WriteChunk
+from imagegate.http_server import CLIENT_GONE, WRITE_CHUNK, WriteChunk
 
 Pieces = Sequence[bytes | memoryview]
+#: Told, once a response is over, whether it was handed over whole.
+OnSent = Callable[[bool], object]
+
+
+def client_gone(scope: Scope) -> bool:
+    """Whether the client left before the response was complete, where the server can tell
+    (``http_server.py``); elsewhere a response whose sends all returned counts as delivered."""
+    check = scope.get("extensions", {}).get(CLIENT_GONE, {}).get("check")
+    return bool(check and check())
 
 
 class PiecesResponse(Response):
-    """A whole answer of known length, sent piece by piece (one body message each)."""
+    """A whole answer of known length, sent piece by piece (one body message each).
+    ``on_sent`` is told whether it reached the client whole, however it ends."""
 
     media_type = "application/json"
 
-    def __init__(self, pieces: list[bytes | memoryview], *, headers: dict[str, str]) -> None:
+    def __init__(self, pieces: list[bytes | memoryview], *, headers: dict[str, str], on_sent: OnSent) -> None:
         self.pieces = pieces
+        self.on_sent = on_sent
         super().__init__(None, headers={**headers, "Content-Length": str(sum(map(len, pieces)))})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        last = len(self.pieces) - 1
-        for i, piece in enumerate(self.pieces):
-            await send({"type": "http.response.body", "body": piece, "more_body": i < last})
+        whole = False
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            last = len(self.pieces) - 1
+            for i, piece in enumerate(self.pieces):
+                await send({"type": "http.response.body", "body": piece, "more_body": i < last})
+            whole = not client_gone(scope)
+        finally:
+            self.on_sent(whole)
 
 
 class PiecesStream(StreamingResponse):
