@@ -183,7 +183,7 @@ class Gateway:
         reserved = await self.store.admit(
             key,
             generation_id=generation_id,
-            amount_usd=lambda: max(self._worst_case_cost(a, request, references) for a in attempts),
+            amount_usd=lambda: max(self._worst_case_cost(a, request, references, stream) for a in attempts),
             ttl_s=self.options.reservation_ttl_s,
         )
         if reserved:
@@ -201,16 +201,24 @@ class Gateway:
         )
 
     @staticmethod
-    def _worst_case_cost(attempt: Attempt, request: ImageRequest, references: tuple[ReferenceImage, ...]) -> Decimal:
+    def _worst_case_cost(
+        attempt: Attempt, request: ImageRequest, references: tuple[ReferenceImage, ...], stream: bool
+    ) -> Decimal:
         endpoint = attempt.endpoint
         takes_references = "input_references" in endpoint.supported_parameters
+        per_image = endpoint.settings.get("max_output_tokens_per_image")
+        if rule := endpoint.settings.get("output_image_tokens"):
+            per_image = billing.output_image_tokens(
+                rule, attempt.size.width, attempt.size.height, attempt.quality,
+                streamed=stream and endpoint.supports_streaming,
+            )
         usage = billing.worst_case_usage(
             n=request.n or 1,
             per_call=endpoint.settings.get("images_per_call"),
             rules=endpoint.size_rules,
             prompt=request.prompt,
             reference_pixels=[r.width * r.height for r in references] if takes_references else [],
-            max_output_tokens_per_image=endpoint.settings.get("max_output_tokens_per_image"),
+            max_output_tokens_per_image=per_image,
             max_input_tokens_per_image=endpoint.settings.get("max_input_tokens_per_image"),
             max_output_text_tokens=endpoint.settings.get("max_output_text_tokens"),
         )

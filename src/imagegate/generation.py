@@ -491,6 +491,7 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
         input_image_tokens=reported.input_image_tokens,
         input_text_tokens=reported.input_text_tokens,
         input_fonts=reported.input_fonts,
+        output_text_tokens=reported.output_text_tokens,
         requests=reported.requests,
     )
 

@@ -423,7 +423,10 @@ async def _stream_events(
 
 
 def _usage(provider_name: str, raw: Any) -> Usage:
-    """Token usage: ``input_tokens_details.{text_tokens,image_tokens}`` and ``output_tokens``."""
+    """Token usage: ``input_tokens`` split by ``input_tokens_details.{text_tokens,image_tokens}``,
+    ``output_tokens`` by ``output_tokens_details.{image_tokens,text_tokens}`` (SDK
+    ``ImagesResponse.Usage``; optional, and absent from the streamed events' type: without it
+    every output token is an image token)."""
     if not isinstance(raw, dict):
         log.warning(
             "%s answered without token usage; the generation is billed nothing", provider_name
@@ -434,10 +437,17 @@ def _usage(provider_name: str, raw: Any) -> Usage:
     text_in = details.get("text_tokens")
     if text_in is None:  # only the total: the rest of it is the prompt
         text_in = max(0, int(raw.get("input_tokens") or 0) - image_in)
+    output = int(raw.get("output_tokens") or 0)
+    details = raw.get("output_tokens_details") or {}
+    text_out = int(details.get("text_tokens") or 0)
+    image_out = details.get("image_tokens")
+    if image_out is None:  # only the total: the rest of it is the image
+        image_out = max(0, output - text_out)
     return Usage(
         input_text_tokens=int(text_in),
         input_image_tokens=image_in,
-        output_image_tokens=int(raw.get("output_tokens") or 0),
+        output_image_tokens=int(image_out),
+        output_text_tokens=text_out,
     )
 
 
