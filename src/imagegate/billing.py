@@ -142,8 +142,8 @@ def worst_case_usage(
     """The most a generation on one endpoint can consume: what is reserved before it runs.
 
     Token counts are bounded from what is known up front: a prompt never has more tokens
-    than bytes, and image tokens come from the endpoint's stated maximum or, without one,
-    one token per 1024 pixels (the densest tokenization of the upstreams we speak).
+    than bytes, and image tokens come from the endpoint's stated maximum (or its token rule,
+    see :func:`output_image_tokens`) or, without one, one token per 1024 pixels.
     """
     calls = 1 if per_call is None else -(-n // per_call)
     pixels = max_output_pixels(rules)
@@ -187,6 +187,26 @@ def usage_problem(usage: Usage, ceiling: Usage, limits: TokenLimits) -> str | No
 
 
 _COUNTS = tuple(f.name for f in fields(Usage) if f.type in ("int", int))
+
+
+def output_image_tokens(
+    rule: Mapping[str, Any], width: int, height: int, quality: str | None, *, streamed: bool = False
+) -> int:
+    """The output image tokens of one image under an endpoint's ``output_image_tokens`` rule.
+
+    Each quality has a factor f (``quality_factors``). An image with long edge L and short
+    edge S counts f × s × (W × H + ``pixel_offset``) / ``pixel_divisor`` tokens, rounded up,
+    where s is f × S / L rounded to the nearest whole number (halves up). A quality the rule
+    does not name (``auto``, or none sent) counts as its costliest; a streamed image adds
+    ``streamed_tokens`` for its previews.
+    """
+    factors: Mapping[str, int] = rule["quality_factors"]
+    factor = factors[quality] if quality in factors else max(factors.values())
+    long_edge, short_edge = max(width, height), min(width, height)
+    short_factor = (2 * factor * short_edge + long_edge) // (2 * long_edge)
+    scaled = factor * short_factor * (width * height + rule["pixel_offset"])
+    tokens = -(-scaled // rule["pixel_divisor"])
+    return tokens + (rule.get("streamed_tokens", 0) if streamed else 0)
 
 
 def usage_to_wire(usage: Usage, cost: Cost, *, billed: bool = True) -> dict:

@@ -184,7 +184,7 @@ class Gateway:
         reserved = await self.store.admit(
             key,
             generation_id=generation_id,
-            amount_usd=lambda: max(self._worst_case_cost(a, request, references) for a in attempts),
+            amount_usd=lambda: max(self._worst_case_cost(a, request, references, stream) for a in attempts),
             ttl_s=self.options.reservation_ttl_s,
         )
         if reserved:
@@ -203,8 +203,10 @@ class Gateway:
         )
 
     @staticmethod
-    def _worst_case_cost(attempt: Attempt, request: ImageRequest, references: tuple[ReferenceImage, ...]) -> Decimal:
-        ceiling = attempt.usage_ceiling(request.n or 1, request.prompt, references)
+    def _worst_case_cost(
+        attempt: Attempt, request: ImageRequest, references: tuple[ReferenceImage, ...], stream: bool
+    ) -> Decimal:
+        ceiling = attempt.usage_ceiling(request.n or 1, request.prompt, references, streamed=stream)
         return billing.most_expensive_cost(attempt.endpoint.pricing, ceiling)
 
     def _attempt(

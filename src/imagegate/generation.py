@@ -129,11 +129,20 @@ class Attempt:
     dropped: tuple[str, ...]
     options: Mapping[str, Any]
 
-    @property
-    def token_limits(self) -> billing.TokenLimits:
-        return billing.TokenLimits.from_settings(self.endpoint.settings)
+    def token_limits(self, *, streamed: bool) -> billing.TokenLimits:
+        """The most tokens this endpoint declares it bills, for this attempt's size and quality
+        where its catalog entry gives a rule for output image tokens."""
+        settings = self.endpoint.settings
+        limits = billing.TokenLimits.from_settings(settings)
+        if rule := settings.get("output_image_tokens"):
+            per_image = billing.output_image_tokens(
+                rule, self.size.width, self.size.height, self.quality,
+                streamed=streamed and self.endpoint.supports_streaming,
+            )
+            limits = dataclasses.replace(limits, output_per_image=per_image)
+        return limits
 
-    def usage_ceiling(self, n: int, prompt: str, references: Sequence[ReferenceImage]) -> Usage:
+    def usage_ceiling(self, n: int, prompt: str, references: Sequence[ReferenceImage], *, streamed: bool) -> Usage:
         """The most a generation on this endpoint can consume: what is reserved for it, and
         the bound on the tokens its upstream may report (references only where it takes them)."""
         endpoint = self.endpoint
@@ -144,7 +153,7 @@ class Attempt:
             rules=endpoint.size_rules,
             prompt=prompt,
             reference_pixels=[r.width * r.height for r in references] if takes_references else [],
-            limits=self.token_limits,
+            limits=self.token_limits(streamed=streamed),
         )
 
     def applied(self) -> dict[str, Any]:
@@ -394,12 +403,14 @@ class Generation:
             raise UpstreamError(f"{attempt.endpoint.provider_name} returned no image")
 
     def _ceiling(self, attempt: Attempt) -> Usage:
-        return attempt.usage_ceiling(self.request.n or 1, self.request.prompt, self.references)
+        return attempt.usage_ceiling(self.request.n or 1, self.request.prompt, self.references,
+                                     streamed=self.streamed)
 
     def _check_reported(self, attempt: Attempt, reported: Usage) -> None:
         """Usage that cannot be true (negative, not a number, beyond what the endpoint declares)
         makes the answer malformed: a 502, nothing charged."""
-        if problem := billing.usage_problem(reported, self._ceiling(attempt), attempt.token_limits):
+        limits = attempt.token_limits(streamed=self.streamed)
+        if problem := billing.usage_problem(reported, self._ceiling(attempt), limits):
             name = attempt.endpoint.provider_name
             log.warning("generation %s: %s reported an impossible usage: %s", self.id, name, problem)
             raise UpstreamError(f"{name} returned a malformed answer: its usage says {problem}",

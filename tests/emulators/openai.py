@@ -8,9 +8,14 @@ an ``api-key`` header and a required ``api-version`` query; the deployment decid
 
 Validation is strict, as the real API's is: unknown fields, wrong types, values outside the
 model's enums, sizes the model cannot make (gpt-image-2's free-size rules, the fixed table of
-the older models), a transparent background on gpt-image-2, ``output_compression`` with PNG,
+the older models), a transparent background with JPEG, ``output_compression`` with PNG,
 ``n`` outside 1-10 all get OpenAI's own 400. Images are real (``synth``) in the requested
-size and format; token usage is deterministic (shaped like OpenAI's, not equal to it).
+size and format. Token usage is deterministic: gpt-image-2's output image tokens are what
+OpenAI's cost calculator gives for the size and quality, the older models' scale gpt-image-1's
+published table by pixels; input tokens are shaped like OpenAI's, not equal to them. With
+``emulator.state["output_text_tokens"] = k`` the model also writes k text tokens per image,
+reported in ``output_tokens_details`` (also on the streamed completed event, where the SDK's
+type has no such field: how the real stream reports them is unverified).
 
 Faults beyond the common ones: ``moderation`` (400 ``moderation_blocked``), ``quota`` (429
 ``insufficient_quota``), ``rate_limit_ms`` (429 with only a lower-case ``retry-after-ms``),
@@ -31,6 +36,7 @@ import itertools
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +61,26 @@ MAX_N, MAX_IMAGES, MAX_PROMPT = 10, 16, 32_000
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 #: Output tokens of one 1024x1024 image by quality (gpt-image-1's published table); scaled by pixels.
 OUTPUT_TOKENS_1024 = {"low": 272, "medium": 1056, "high": 4160}
+#: gpt-image-2's output tokens, by the rule of OpenAI's cost calculator (image generation guide,
+#: "Calculating costs"; read out in community.openai.com/t/1382699): a factor per quality ...
+CALCULATOR_FACTORS = {"low": 16, "medium": 48, "high": 96}
+#: ... and the pixel count shifted and scaled.
+CALCULATOR_OFFSET, CALCULATOR_DIVISOR = 2_000_000, 4_000_000
 #: What a streamed preview adds to the output tokens (providers.md §1 "partial_images").
 PARTIAL_IMAGE_TOKENS = 100
+
+
+def calculator_tokens(quality: str, width: int, height: int) -> int:
+    """gpt-image-2: one image's output tokens as OpenAI's calculator counts them."""
+    factor = CALCULATOR_FACTORS[quality]
+    long_edge, short_edge = max(width, height), min(width, height)
+    short_factor = (2 * factor * short_edge + long_edge) // (2 * long_edge)
+    return -(-factor * short_factor * (width * height + CALCULATOR_OFFSET) // CALCULATOR_DIVISOR)
+
+
+def table_tokens(quality: str, width: int, height: int) -> int:
+    """The older models: gpt-image-1's 1024x1024 table scaled by pixels."""
+    return round(OUTPUT_TOKENS_1024[quality] * width * height / (1024 * 1024))
 
 
 @dataclass(frozen=True)
@@ -66,12 +90,24 @@ class ModelSpec:
     transparent: bool
     #: ``input_fidelity`` values the edits endpoint accepts; empty: the field is rejected.
     input_fidelity: tuple[str, ...]
+    #: Output image tokens of one image: ``(quality, width, height) -> tokens``.
+    output_tokens: Callable[[str, int, int], int]
 
 
 MODELS = {
-    "gpt-image-2": ModelSpec(sizes=None, transparent=False, input_fidelity=()),
-    "gpt-image-1.5": ModelSpec(sizes=FIXED_SIZES, transparent=True, input_fidelity=("high", "low")),
-    "gpt-image-1-mini": ModelSpec(sizes=FIXED_SIZES, transparent=True, input_fidelity=("low",)),
+    # Transparent backgrounds "in preview" (openai-python #3703, 2026-08-21).
+    "gpt-image-2": ModelSpec(
+        sizes=None, transparent=True, input_fidelity=(), output_tokens=calculator_tokens
+    ),
+    "gpt-image-1.5": ModelSpec(
+        sizes=FIXED_SIZES,
+        transparent=True,
+        input_fidelity=("high", "low"),
+        output_tokens=table_tokens,
+    ),
+    "gpt-image-1-mini": ModelSpec(
+        sizes=FIXED_SIZES, transparent=True, input_fidelity=("low",), output_tokens=table_tokens
+    ),
 }
 SHUT_DOWN = ("gpt-image-1", "dall-e-2", "dall-e-3")
 
@@ -237,7 +273,7 @@ async def _serve(emulator: Emulator, request: web.Request, *, azure: bool) -> we
 
     if parsed.values.get("stream"):
         return await _stream(emulator, request, parsed)
-    response = await _respond(parsed)
+    response = await _respond(parsed, emulator.state.get("output_text_tokens", 0))
     fault = emulator.take_fault("escaped_slashes", "cut_body", "trickle_body")
     if fault == "escaped_slashes":  # JSON may escape "/" as "\/" (PHP and others do)
         response.body = response.body.replace(b"/", b"\\/")
@@ -612,24 +648,33 @@ async def _render(parsed: _Request, index: int, variant: str = "final") -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _usage(parsed: _Request, images: int, partials: int, *, stream: bool) -> dict[str, Any]:
+def _usage(
+    parsed: _Request, images: int, partials: int, *, stream: bool, text_out: int = 0
+) -> dict[str, Any]:
+    """``text_out``: text tokens the model writes per image."""
     width, height, quality, _background, _fmt = _resolved(parsed)
     text = max(1, math.ceil(len(parsed.values["prompt"]) / 4))
     image = sum(65 + 129 * math.ceil(w / 512) * math.ceil(h / 512) for w, h in parsed.references)
-    output = images * round(OUTPUT_TOKENS_1024[quality] * width * height / (1024 * 1024))
-    output += partials * PARTIAL_IMAGE_TOKENS
+    image_out = images * MODELS[parsed.model].output_tokens(quality, width, height)
+    image_out += partials * PARTIAL_IMAGE_TOKENS
+    output = image_out + images * text_out
     usage: dict[str, Any] = {
         "input_tokens": text + image,
         "input_tokens_details": {"text_tokens": text, "image_tokens": image},
         "output_tokens": output,
         "total_tokens": text + image + output,
     }
-    if not stream:  # the completed stream event's usage has no output details (SDK types)
-        usage["output_tokens_details"] = {"image_tokens": output, "text_tokens": 0}
+    # The completed stream event's usage has no output details in the SDK's types: sent there
+    # only when there is text to report.
+    if not stream or text_out:
+        usage["output_tokens_details"] = {
+            "image_tokens": image_out,
+            "text_tokens": images * text_out,
+        }
     return usage
 
 
-async def _respond(parsed: _Request) -> web.Response:
+async def _respond(parsed: _Request, text_out: int) -> web.Response:
     n = parsed.values.get("n", 1)
     width, height, quality, background, fmt = _resolved(parsed)
     data = [{"b64_json": await _render(parsed, i)} for i in range(n)]
@@ -640,7 +685,7 @@ async def _respond(parsed: _Request) -> web.Response:
         "output_format": fmt,
         "quality": quality,
         "size": f"{width}x{height}",
-        "usage": _usage(parsed, n, 0, stream=False),
+        "usage": _usage(parsed, n, 0, stream=False, text_out=text_out),
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
@@ -693,7 +738,10 @@ async def _stream(emulator: Emulator, request: web.Request, parsed: _Request) ->
                 "b64_json": await _render(parsed, index),
                 "created_at": int(time.time()),
                 **common,
-                "usage": _usage(parsed, 1, partials, stream=True),
+                "usage": _usage(
+                    parsed, 1, partials, stream=True,
+                    text_out=emulator.state.get("output_text_tokens", 0),
+                ),
             },
         )
     await response.write_eof()

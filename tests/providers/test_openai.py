@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import openai as openai_sdk
@@ -22,6 +24,7 @@ from imagegate.providers.http import HttpPool
 from imagegate.providers.openai import AzureOpenAIProvider, OpenAIProvider
 from imagegate.settings import Settings
 from imagegate.sizing import SizeRequest, resolve_size
+from imagegate.store import AccountRecord, Store
 from tests.conftest import LiveServer
 from tests.emulators import openai as emulated
 from tests.emulators.base import Emulator
@@ -98,9 +101,9 @@ def sent_form(emu: Emulator, index: int = -1) -> tuple[dict[str, list[str]], lis
     return emulated.parse_multipart(recorded.headers["Content-Type"], recorded.body)
 
 
-def output_tokens(quality: str, width: int, height: int) -> int:
-    """The emulator's output tokens for one image (``OUTPUT_TOKENS_1024`` scaled by pixels)."""
-    return round(emulated.OUTPUT_TOKENS_1024[quality] * width * height / (1024 * 1024))
+def output_tokens(model_id: str, quality: str, width: int, height: int) -> int:
+    """The emulator's output image tokens for one image of ``model_id``."""
+    return emulated.MODELS[endpoint(model_id).upstream_model].output_tokens(quality, width, height)
 
 
 # --- request translation, every model ---
@@ -133,7 +136,7 @@ async def test_every_model_generates_real_images_from_a_json_request(
     assert (images[0].width, images[0].height) == (width, height)
     [done] = [e for e in events if isinstance(e, Done)]
     assert done.usage.input_text_tokens == 5 and done.usage.input_image_tokens == 0
-    assert done.usage.output_image_tokens == 2 * output_tokens("low", width, height)
+    assert done.usage.output_image_tokens == 2 * output_tokens(model_id, "low", width, height)
 
 
 @pytest.mark.parametrize("model_id", MODELS)
@@ -233,7 +236,8 @@ async def test_streaming_maps_previews_and_the_completed_image_with_its_usage(
     assert decoded(events[0].image.raw).size == (1024, 1024)
     assert (
         events[3].usage.output_image_tokens
-        == output_tokens("low", 1024, 1024) + 2 * emulated.PARTIAL_IMAGE_TOKENS
+        == output_tokens("openai/gpt-image-1.5", "low", 1024, 1024)
+        + 2 * emulated.PARTIAL_IMAGE_TOKENS
     )
 
 
@@ -252,8 +256,28 @@ async def test_streaming_n_images_runs_one_stream_per_image(emu: Emulator, provi
     usage = events[-1].usage
     assert usage.requests == 3 and usage.input_text_tokens == 15
     assert usage.output_image_tokens == 3 * (
-        output_tokens("low", 1024, 1024) + 2 * emulated.PARTIAL_IMAGE_TOKENS
+        output_tokens("openai/gpt-image-2", "low", 1024, 1024) + 2 * emulated.PARTIAL_IMAGE_TOKENS
     )
+
+
+async def test_text_the_model_writes_is_counted_apart_from_its_image_tokens(
+    emu: Emulator, provider
+) -> None:
+    emu.state["output_text_tokens"] = 40
+    image_tokens = output_tokens("openai/gpt-image-2", "low", 1024, 1024)
+    buffered = await run(provider, make_job(n=2, quality="low"))
+    assert buffered[-1].usage.output_text_tokens == 80
+    assert buffered[-1].usage.output_image_tokens == 2 * image_tokens
+    streamed = await run(provider, make_job(stream=True, quality="low"))
+    assert streamed[-1].usage.output_text_tokens == 40
+    previews = 2 * emulated.PARTIAL_IMAGE_TOKENS
+    assert streamed[-1].usage.output_image_tokens == image_tokens + previews
+
+
+async def test_gpt_image_2_makes_transparent_backgrounds_itself(emu: Emulator, provider) -> None:
+    [image, _done] = await run(provider, make_job(fmt="webp", background="transparent"))
+    assert emu.requests[-1].json()["background"] == "transparent"
+    assert decoded(image.image.raw).convert("RGBA").getpixel((0, 0))[3] == 0
 
 
 # --- errors ---
@@ -367,7 +391,9 @@ async def test_azure_calls_the_mapped_deployment_with_api_key_and_api_version(
     )
     assert "model" not in recorded.json()  # the deployment names the model
     assert decoded(image.image.raw).size == (1024, 1024)
-    assert done.usage.output_image_tokens == output_tokens("medium", 1024, 1024)
+    assert done.usage.output_image_tokens == output_tokens(
+        "openai/gpt-image-2", "medium", 1024, 1024
+    )
 
 
 async def test_azure_edits_and_streams_through_a_deployment_named_like_the_model(
@@ -493,7 +519,12 @@ async def test_environment_variables_configure_both_providers(
         ),
         (
             "/v1/images/generations",
-            {"model": "gpt-image-2", "prompt": "x", "background": "transparent"},
+            {
+                "model": "gpt-image-2",
+                "prompt": "x",
+                "background": "transparent",
+                "output_format": "jpeg",
+            },
             400,
             "invalid_value",
         ),
@@ -563,12 +594,15 @@ def sse_events(raw: bytes) -> list[dict]:
     return [orjson.loads(block[6:]) for block in raw.split(b"\n\n") if block.startswith(b"data: {")]
 
 
-def token_cost(model_id: str, text: int, image_in: int, image_out: int) -> float:
+def token_cost(
+    model_id: str, text: int, image_in: int, image_out: int, text_out: int = 0
+) -> Decimal:
     prices = {line.billable: line.cost_usd for line in endpoint(model_id).pricing}
-    return float(
+    return (
         prices["input_text"] * text
         + prices["input_image"] * image_in
         + prices["output_image"] * image_out
+        + prices.get("output_text", Decimal(0)) * text_out
     )
 
 
@@ -603,9 +637,11 @@ def test_gateway_generates_with_openai_and_bills_the_reported_tokens(
         "WEBP",
         "WEBP",
     ]
-    out = 2 * output_tokens("low", 1360, 768)
+    out = 2 * output_tokens("openai/gpt-image-2", "low", 1360, 768)
     assert payload["usage"]["prompt_tokens"] == 5 and payload["usage"]["completion_tokens"] == out
-    assert payload["usage"]["cost"] == pytest.approx(token_cost("openai/gpt-image-2", 5, 0, out))
+    assert payload["usage"]["cost"] == pytest.approx(
+        float(token_cost("openai/gpt-image-2", 5, 0, out))
+    )
 
 
 def test_gateway_streams_openai_previews_then_the_image_with_its_cost(
@@ -633,9 +669,12 @@ def test_gateway_streams_openai_previews_then_the_image_with_its_cost(
     assert [e["partial_image_index"] for e in events[:2]] == [0, 1]
     final = decoded(base64.b64decode(events[-1]["b64_json"]))
     assert final.size == (1536, 1024) and final.mode == "RGBA"
-    out = output_tokens("medium", 1536, 1024) + 2 * emulated.PARTIAL_IMAGE_TOKENS
+    out = (
+        output_tokens("openai/gpt-image-1.5", "medium", 1536, 1024)
+        + 2 * emulated.PARTIAL_IMAGE_TOKENS
+    )
     assert events[-1]["usage"]["cost"] == pytest.approx(
-        token_cost("openai/gpt-image-1.5", 5, 0, out)
+        float(token_cost("openai/gpt-image-1.5", 5, 0, out))
     )
 
 
@@ -662,8 +701,9 @@ def test_gateway_falls_back_from_openai_to_azure_but_not_around_a_refusal(
         "/v1/images/generations",
         "/openai/deployments/gpt-image-1-mini/images/generations",
     ]
+    out = output_tokens("openai/gpt-image-1-mini", "low", 1024, 1024)
     assert response.json()["usage"]["cost"] == pytest.approx(
-        token_cost("openai/gpt-image-1-mini", 5, 0, output_tokens("low", 1024, 1024))
+        float(token_cost("openai/gpt-image-1-mini", 5, 0, out))
     )
 
     emu.clear()
@@ -673,6 +713,111 @@ def test_gateway_falls_back_from_openai_to_azure_but_not_around_a_refusal(
     assert refused.status_code == 400
     assert refused.json()["error"]["metadata"]["error_type"] == "content_policy_violation"
     assert len(emu.requests) == 1  # a refusal is final: no other provider is asked
+
+
+def store_call(server: LiveServer, action: Callable) -> Any:
+    async def call() -> Any:
+        store = Store(server.database_url)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(call())
+
+
+def settled_account(server: LiveServer, within_s: float = 10.0) -> AccountRecord:
+    """The account once nothing is held for a generation any more (settled after the answer)."""
+    deadline = time.monotonic() + within_s
+    while (account := store_call(server, lambda s: s.get_account())).reserved_usd:
+        assert time.monotonic() < deadline, "the generation was never settled"
+        time.sleep(0.02)
+    return account
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_metered_account_is_charged_the_whole_cost_of_a_4k_high_quality_image(
+    make_server, emu: Emulator, stream: bool
+) -> None:
+    server: LiveServer = make_server(
+        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
+    )
+    store_call(server, lambda s: s.add_credits(Decimal("5")))
+    body = {"model": "openai/gpt-image-2", "prompt": PROMPT, "size": "3840x2160",
+            "quality": "high", "output_format": "jpeg", "stream": stream}
+    with server.client() as client:
+        response = client.post("/images", json=body, headers=server.auth())
+    assert response.status_code == 200, response.text
+    usage = sse_events(response.content)[-1]["usage"] if stream else response.json()["usage"]
+    out = output_tokens("openai/gpt-image-2", "high", 3840, 2160)
+    out += 2 * emulated.PARTIAL_IMAGE_TOKENS if stream else 0
+    cost = token_cost("openai/gpt-image-2", 5, 0, out)
+    assert usage["cost"] == pytest.approx(float(cost))
+    # What was held beforehand covered it: the charge is the cost, not the reservation.
+    account = settled_account(server)
+    assert account.total_usage_usd == cost and account.balance_usd == Decimal("5") - cost
+
+
+def test_quality_auto_holds_as_much_as_high_quality(make_server, emu: Emulator) -> None:
+    server: LiveServer = make_server(
+        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
+    )
+    # Less than a 3840x2160 high-quality image can cost; far more than a low-quality one.
+    store_call(server, lambda s: s.add_credits(Decimal("0.40")))
+    body = {
+        "model": "openai/gpt-image-2",
+        "prompt": PROMPT,
+        "size": "3840x2160",
+        "output_format": "jpeg",
+    }
+    with server.client() as client:
+        statuses = [
+            client.post("/images", json={**body, **quality}, headers=server.auth()).status_code
+            for quality in ({"quality": "high"}, {"quality": "auto"}, {}, {"quality": "low"})
+        ]
+    assert statuses == [402, 402, 402, 200]
+    assert len(emu.requests) == 1
+
+
+def test_gateway_bills_text_the_model_writes_at_the_text_rate(make_server, emu: Emulator) -> None:
+    server: LiveServer = make_server(
+        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
+    )
+    emu.state["output_text_tokens"] = 40
+    body = {
+        "model": "openai/gpt-image-2",
+        "prompt": PROMPT,
+        "quality": "low",
+        "output_format": "jpeg",
+    }
+    with server.client() as client:
+        usage = client.post("/images", json=body, headers=server.auth()).json()["usage"]
+    image_tokens = output_tokens("openai/gpt-image-2", "low", 1024, 1024)
+    assert usage["completion_tokens"] == image_tokens + 40
+    assert usage["completion_tokens_details"]["image_tokens"] == image_tokens
+    cost = token_cost("openai/gpt-image-2", 5, 0, image_tokens, text_out=40)
+    assert usage["cost"] == pytest.approx(float(cost))
+
+
+def test_gateway_asks_openai_for_transparent_gpt_image_2_and_never_azure(
+    make_server, emu: Emulator
+) -> None:
+    server: LiveServer = make_server(
+        providers={
+            "openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"},
+            "azure": {"api_key": emulated.API_KEY, "endpoint": emu.url},
+        }
+    )
+    body = {"model": "openai/gpt-image-2", "prompt": PROMPT, "quality": "low",
+            "background": "transparent", "provider": {"order": ["azure", "openai"]}}
+    with server.client() as client:
+        response = client.post("/images", json=body, headers=server.auth())
+    assert response.status_code == 200, response.text
+    assert response.headers["x-provider-name"] == "OpenAI"
+    [sent] = emu.requests
+    assert sent.path == "/v1/images/generations" and sent.json()["background"] == "transparent"
+    final = decoded(base64.b64decode(response.json()["data"][0]["b64_json"]))
+    assert final.mode == "RGBA" and final.getpixel((0, 0))[3] == 0
 
 
 def test_openai_models_are_not_listed_without_a_key(server: LiveServer) -> None:
@@ -686,8 +831,15 @@ def test_catalog_prices_are_the_published_token_rates() -> None:
         "input_image": Decimal("0.000008"),
         "input_text": Decimal("0.000005"),
         "output_image": Decimal("0.00003"),
+        "output_text": Decimal("0.00001"),
     }
     for model_id in MODELS:
         openai_line, azure_line = (endpoint(model_id, p) for p in ("openai", "azure"))
         assert openai_line.pricing == azure_line.pricing
-        assert openai_line.supported_parameters == azure_line.supported_parameters
+        assert openai_line.settings == azure_line.settings
+        differing = {
+            name for name in openai_line.supported_parameters
+            if openai_line.supported_parameters[name] != azure_line.supported_parameters.get(name)
+        }
+        # gpt-image-2's transparent backgrounds are documented for OpenAI only.
+        assert differing == ({"background"} if model_id == "openai/gpt-image-2" else set())

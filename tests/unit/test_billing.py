@@ -112,3 +112,25 @@ def test_a_cost_the_upstream_states_is_the_cost() -> None:
     assert cost.total == Decimal("0.06")
     assert cost.prompt + cost.completion == cost.total
     assert cost.prompt == Decimal("0.012")  # the lines' split: 0.015 of 0.075
+
+
+# A token rule of the shape OpenAI's gpt-image-2 calculator uses (the shipped rule's golden
+# values are in test_golden_costs.py).
+RULE = {"quality_factors": {"low": 16, "medium": 48, "high": 96}, "pixel_offset": 2_000_000,
+        "pixel_divisor": 4_000_000, "streamed_tokens": 300}
+
+
+def test_a_quality_the_token_rule_does_not_name_counts_as_its_costliest() -> None:
+    from imagegate.billing import output_image_tokens
+
+    by_quality = {q: output_image_tokens(RULE, 2048, 1152, q) for q in ("low", "medium", "high", "auto", None)}
+    assert by_quality["low"] < by_quality["medium"] < by_quality["high"]
+    assert by_quality["auto"] == by_quality[None] == by_quality["high"]
+
+
+def test_a_streamed_image_adds_its_previews_to_the_token_rule() -> None:
+    from imagegate.billing import output_image_tokens
+
+    plain = output_image_tokens(RULE, 1024, 1536, "low")
+    assert output_image_tokens(RULE, 1024, 1536, "low", streamed=True) == plain + 300
+    assert output_image_tokens(RULE, 1536, 1024, "low") == plain  # orientation does not matter

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from imagegate.billing import compute_cost, megapixels
+from imagegate.billing import compute_cost, megapixels, output_image_tokens
 from imagegate.catalog import load_catalog
 from imagegate.providers.base import Usage
 
@@ -24,9 +24,12 @@ def cost(model: str, slug: str, usage: Usage, tier: str | None = None) -> Decima
         # OpenRouter's recorded gpt-image-1-mini low-quality image: 372 output tokens.
         ("openai/gpt-image-1-mini", "openai", Usage(output_image_tokens=372), "0.002976"),
         ("openai/gpt-image-1-mini", "azure", Usage(output_image_tokens=372), "0.002976"),
-        # gpt-image-2: $30/M output image tokens, $5/M text, $8/M input image tokens.
-        ("openai/gpt-image-2", "openai",
-         Usage(output_image_tokens=4160, input_text_tokens=20, input_image_tokens=1000), "0.1329"),
+        # gpt-image-2, OpenAI's rates per 1M tokens: text in $5, image in $8, image out $30,
+        # text out $10 (developers.openai.com/api/docs/models/gpt-image-2).
+        ("openai/gpt-image-2", "openai", Usage(input_text_tokens=10**6), "5"),
+        ("openai/gpt-image-2", "openai", Usage(input_image_tokens=10**6), "8"),
+        ("openai/gpt-image-2", "azure", Usage(output_image_tokens=10**6), "30"),
+        ("openai/gpt-image-2", "openai", Usage(output_text_tokens=10**6), "10"),
         # Gemini 3.1 Flash Image at 1K: 1120 image tokens at $60/M.
         ("google/gemini-3.1-flash-image", "google-ai-studio", Usage(output_image_tokens=1120), "0.0672"),
         ("google/gemini-3.1-flash-image", "google-vertex/global", Usage(output_image_tokens=1120), "0.0672"),
@@ -51,3 +54,51 @@ def cost(model: str, slug: str, usage: Usage, tier: str | None = None) -> Decima
 )
 def test_known_usage_costs_what_the_price_sheet_says(model: str, slug: str, usage: Usage, usd: str) -> None:
     assert cost(model, slug, usage) == Decimal(usd)
+
+
+GPT_IMAGE_2_TOKENS = next(
+    e for e in CATALOG.get("openai/gpt-image-2").endpoints if e.provider_slug == "openai"
+).settings["output_image_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "quality", "tokens"),
+    [
+        # OpenAI's cost calculator (image generation guide, "Calculating costs"), high quality,
+        # as quoted in community.openai.com/t/livestream-starting-now-chatgpt-images-2-0/1379464?page=2.
+        (1024, 1024, "high", 7024),
+        (1536, 1024, "high", 5488),
+        (1792, 1024, "high", 5063),
+        (3584, 2048, "high", 12329),
+        # Low quality, as listed in
+        # community.openai.com/t/the-half-penny-gpt-image-2-challenge-api-only-gallery/1381388.
+        (960, 720, "low", 130),
+        (976, 704, "low", 129),
+    ],
+)
+def test_gpt_image_2_output_tokens_are_what_openais_calculator_counts(
+    width: int, height: int, quality: str, tokens: int
+) -> None:
+    assert output_image_tokens(GPT_IMAGE_2_TOKENS, width, height, quality) == tokens
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "quality", "usd"),
+    [
+        # OpenAI's per-image prices for gpt-image-2, to the tenth of a cent (pricing page,
+        # developers.openai.com/api/docs/pricing#image-generation; providers.md §1 "Pricing").
+        (1024, 1024, "low", "0.006"),
+        (1024, 1024, "medium", "0.053"),
+        (1024, 1024, "high", "0.211"),
+        (1536, 1024, "low", "0.005"),
+        (1536, 1024, "medium", "0.041"),
+        (1536, 1024, "high", "0.165"),
+    ],
+)
+def test_gpt_image_2_images_cost_openais_published_per_image_prices(
+    width: int, height: int, quality: str, usd: str
+) -> None:
+    tokens = output_image_tokens(GPT_IMAGE_2_TOKENS, width, height, quality)
+    for slug in ("openai", "azure"):
+        price = cost("openai/gpt-image-2", slug, Usage(output_image_tokens=tokens))
+        assert price.quantize(Decimal("0.001"), ROUND_HALF_UP) == Decimal(usd)

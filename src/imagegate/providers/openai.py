@@ -424,7 +424,10 @@ async def _stream_events(
 
 
 def _usage(provider_name: str, raw: Any) -> Usage:
-    """Token usage: ``input_tokens_details.{text_tokens,image_tokens}`` and ``output_tokens``."""
+    """Token usage: ``input_tokens`` split by ``input_tokens_details.{text_tokens,image_tokens}``,
+    ``output_tokens`` by ``output_tokens_details.{image_tokens,text_tokens}`` (SDK
+    ``ImagesResponse.Usage``; optional, and absent from the streamed events' type: without it
+    every output token is an image token)."""
     if not isinstance(raw, dict):
         log.warning(
             "%s answered without token usage; the generation is billed nothing", provider_name
@@ -435,10 +438,17 @@ def _usage(provider_name: str, raw: Any) -> Usage:
     text_in = details.get("text_tokens")
     if text_in is None:  # only the total: the rest of it is the prompt
         text_in = max(0, usage_count(raw.get("input_tokens"), "input tokens", provider_name) - image_in)
+    output = usage_count(raw.get("output_tokens"), "output tokens", provider_name)
+    details = raw.get("output_tokens_details") or {}
+    text_out = usage_count(details.get("text_tokens"), "output text tokens", provider_name)
+    image_out = details.get("image_tokens")
+    if image_out is None:  # only the total: the rest of it is the image
+        image_out = max(0, output - text_out)
     return Usage(
         input_text_tokens=usage_count(text_in, "input text tokens", provider_name),
         input_image_tokens=image_in,
-        output_image_tokens=usage_count(raw.get("output_tokens"), "output tokens", provider_name),
+        output_image_tokens=usage_count(image_out, "output image tokens", provider_name),
+        output_text_tokens=text_out,
     )
 
 
