@@ -109,11 +109,12 @@ def test_impossible_usage_is_a_502_and_charges_nothing(metered, family: str, fau
     assert settled_balance(live) == before
 
 
-def test_usage_beyond_the_endpoints_declared_most_is_a_502_and_charges_nothing(metered) -> None:
+@pytest.mark.parametrize("family", USAGE_TARGETS)
+def test_usage_beyond_the_endpoints_declared_most_is_a_502_and_charges_nothing(metered, family: str) -> None:
     live, emus = metered
-    model, slug = USAGE_TARGETS["google"]
+    model, slug = USAGE_TARGETS[family]
     before = settled_balance(live)
-    emus["google"].fault("usage_absurd")
+    emus[family].fault("usage_absurd")
     response = httpx.post(f"{live.api_url}/images", json=pinned(model, slug), headers=live.auth(), timeout=60)
     assert response.status_code == 502, response.text
     assert "more than the endpoint's most" in response.json()["error"]["message"]
