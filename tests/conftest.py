@@ -66,7 +66,8 @@ def start_server(
     tmp_path: Path, *, clock: Clock = fixed_clock(CATALOG_DAY), **overrides: Any
 ) -> tuple[LiveServer, Callable[[], None]]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
-    settings = Settings(database_url=database_url, bootstrap_key=False, **overrides)
+    settings = Settings(database_url=database_url, bootstrap_key=False,
+                        **{"journal_dir": tmp_path / "journal", **overrides})
     upgrade(database_url)
     secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
     app = create_app(settings, clock=clock)

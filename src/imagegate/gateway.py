@@ -41,6 +41,7 @@ from imagegate.references import ReferenceLoader
 from imagegate.routing import endpoint_key, merge_preferences, route
 from imagegate.sizing import SizeRequest, parse_size, resolve_size
 from imagegate.store import KeyRecord, Store, new_generation_id
+from imagegate.store.journal import Journal, Started
 from imagegate.wire import ImageRequest, ProviderPreferences
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,12 @@ class Gateway:
         options: GatewayOptions | None = None,
         health: HealthBook | None = None,
         clock: Clock = system_clock,
+        journal: Journal | None = None,
     ) -> None:
         self.catalog = catalog
         self.clock = clock
+        #: Where generations in flight are written down as they go, for a process that is killed.
+        self.journal = journal
         self.providers = dict(providers)
         self.store = store
         self.references = references
@@ -189,6 +193,8 @@ class Gateway:
         )
         if reserved:
             self.holding.add(generation_id)
+        if self.journal is not None:
+            self.journal.start(Started(generation_id, model.id, key.id, key.account_id, reserved, stream, created))
         return Generation(
             id=generation_id,
             request=request,

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -235,6 +236,8 @@ class Generation:
     app_title: str | None = None  # the client's X-OpenRouter-Title / X-Title
     #: The rate-limit slot this generation holds until it ends (not until the client leaves).
     lease: Lease = NO_LEASE
+    _outcome: _Outcome = field(default_factory=_Outcome)
+    _started: float = 0.0
     _queue: asyncio.Queue[GatewayEvent | None] = field(default_factory=asyncio.Queue)
     _consumed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -271,13 +274,18 @@ class Generation:
                 self._task.cancel()  # the operator chose to stop paying for abandoned work
 
     def mark_delivered(self) -> None:
+        """The client has the whole answer: it is billed, and the journal says so at once, so
+        that a process killed before the record is written still bills it (``store/journal.py``)."""
         self.delivered = True
+        outcome = self._outcome
+        if self.gateway.journal is not None and outcome.answered is not None and outcome.error is None:
+            self.gateway.journal.delivered(self.id, outcome.cost.total, self._record_of(outcome))
 
     # --- the run ---
 
     async def _run(self) -> None:
-        started = time.monotonic()
-        outcome = _Outcome()
+        self._started = time.monotonic()
+        outcome = self._outcome
         try:
             await self._try_attempts(outcome)
         except asyncio.CancelledError:
@@ -296,7 +304,7 @@ class Generation:
             except TimeoutError:
                 log.warning("generation %s: consumer never finished reading", self.id)
             try:
-                await self._record(started, outcome)
+                await self._record(outcome)
             finally:
                 self.gateway.recorded(self.id)
 
@@ -471,18 +479,37 @@ class Generation:
             and (per_call is None or (self.request.n or 1) <= per_call)
         )
 
-    async def _record(self, started: float, outcome: _Outcome) -> None:
+    async def _record(self, outcome: _Outcome) -> None:
+        if outcome.error is None and outcome.answered is not None and outcome.unhashed:
+            await _hash_images(outcome.unhashed)
+        # The images are the client's now: not held while the settlement waits for its batch.
+        outcome.unhashed = []
+        record = self._record_of(outcome)
+        # Charged what was delivered, nothing otherwise; the record goes in the same transaction.
+        settlement = Settlement(
+            self.id, outcome.cost.total if record.status == "succeeded" else None, reserved=self.reserved,
+            key_id=self.key.id, account_id=self.key.account_id, record=record,
+        )
+        try:
+            await self.gateway.store.finish(settlement)
+        except Exception:  # the journal still has it: settled when a process next replays it
+            log.exception("generation %s: could not settle and record it", self.id)
+        else:
+            if self.gateway.journal is not None:
+                self.gateway.journal.finished(self.id)
+        finally:
+            # Renewed until here, so a settlement that had to wait never finds its money reaped.
+            self.gateway.holding.discard(self.id)
+
+    def _record_of(self, outcome: _Outcome) -> GenerationRecord:
+        """The generation's record as things stand: billed when its answer was delivered."""
         error, answered = outcome.error, outcome.answered
         last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
         succeeded = error is None and answered is not None
         billed = succeeded and self.delivered
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
-        usage = outcome.usage
-        if succeeded and outcome.unhashed:
-            await _hash_images(outcome.unhashed)
-        # The images are the client's now: not held while the settlement waits for its batch.
-        outcome.unhashed = []
-        record = GenerationRecord(
+        usage, started = outcome.usage, self._started
+        return GenerationRecord(
             id=self.id,
             key_id=self.key.id,
             model=self.model.id,
@@ -493,6 +520,7 @@ class Generation:
             error_message=None if error is None else error.message,
             streamed=self.streamed,
             cancelled=status == "cancelled",
+            created_at=datetime.fromtimestamp(self.created, UTC),
             latency_ms=None if outcome.first_event_at is None else round((outcome.first_event_at - started) * 1000),
             generation_time_ms=round((time.monotonic() - started) * 1000),
             num_images=len(outcome.images) if succeeded else 0,
@@ -506,18 +534,6 @@ class Generation:
             origin=self.origin,
             app_title=self.app_title,
         )
-        # Charged what was delivered, nothing otherwise; the record goes in the same transaction.
-        settlement = Settlement(
-            self.id, outcome.cost.total if billed else None, reserved=self.reserved,
-            key_id=self.key.id, account_id=self.key.account_id, record=record,
-        )
-        try:
-            await self.gateway.store.finish(settlement)
-        except Exception:
-            log.exception("generation %s: could not settle and record it", self.id)
-        finally:
-            # Renewed until here, so a settlement that had to wait never finds its money reaped.
-            self.gateway.holding.discard(self.id)
 
 
 async def _shape_output(event: Image, plan: OutputPlan) -> tuple[Blob, str]:

@@ -86,7 +86,17 @@ class Settings(BaseSettings):
         description="Seconds after which money reserved by a process that stopped renewing it "
         "(it crashed) is released.",
     )
-    reap_interval_s: float = Field(15.0, gt=0, description="How often expired reservations are released.")
+    reap_interval_s: float = Field(
+        15.0, gt=0,
+        description="How often expired reservations are released and the journals of processes that "
+        "died are replayed.",
+    )
+    journal_dir: Path = Field(
+        Path("imagegate-journal"),
+        description="Folder of the journals in which each process writes down its generations as they "
+        "go, so that one killed before its records are written still bills what it delivered and "
+        "releases what it held (replayed by the next process to start). Local to the machine.",
+    )
     tune_malloc: bool = Field(
         True,
         description="On glibc, keep image-sized buffers in the process instead of handing them back "

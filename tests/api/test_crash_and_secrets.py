@@ -14,8 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from imagegate.store import Store, upgrade
+from tests.waiting import eventually
 
 SLOW = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512",
         "provider": {"options": {"imagegate": {"latency_ms": 60_000}}}}
@@ -161,3 +163,65 @@ def test_two_processes_on_one_postgresql_behave_as_one_gateway(tmp_path: Path, p
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'load.db'}"
+    else:
+        from tests.postgres import new_database
+
+        url = new_database(request.getfixturevalue("postgres_admin_url"))
+    upgrade(url)
+    return url
+
+
+def test_sigkill_under_load_bills_every_answer_and_records_every_cut_request(tmp_path: Path, database_url: str) -> None:
+    url = database_url
+    store_call(url, lambda s: s.add_credits(Decimal(10)))
+    secret, _ = store_call(url, lambda s: s.create_key("load"))
+    auth = {"Authorization": f"Bearer {secret}"}
+    body = {**QUICK, "provider": {"options": {"imagegate": {"latency_ms": 150}}}}
+    server = Serve(tmp_path, url)
+    answered: dict[str, float] = {}
+    cut = []
+    killed = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not killed.is_set():
+                try:
+                    response = http.post(f"{server.api}/images", json=body, headers=auth)
+                except httpx.HTTPError:
+                    cut.append(1)
+                    return
+                if response.status_code == 200:
+                    answered[response.headers["x-generation-id"]] = response.json()["usage"]["cost"]
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    for thread in clients:
+        thread.start()
+    eventually(lambda: len(answered), lambda count: count >= 40)
+    server.stop(signal.SIGKILL)
+    killed.set()
+    for thread in clients:
+        thread.join(timeout=60)
+    assert cut, "no request was in flight when the process was killed"
+
+    restarted = Serve(tmp_path, url)  # replays the dead process's journal as it starts
+    try:
+        account = eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.reserved_usd == 0,
+                             within_s=60)
+        records = {r.id: r for r in store_call(url, lambda s: s.list_generations(limit=10_000))}
+    finally:
+        restarted.stop()
+    for generation_id, shown in answered.items():  # every answer the clients got: billed as shown
+        assert records[generation_id].status == "succeeded"
+        assert records[generation_id].cost_usd == Decimal(repr(shown))
+    succeeded = {i for i, r in records.items() if r.status == "succeeded"}
+    assert succeeded == set(answered)  # nothing billed that no client got
+    interrupted = [r for r in records.values() if r.status == "failed"]
+    assert interrupted and all(r.cost_usd == 0 and "interrupted" in r.error_message for r in interrupted)
+    charged = sum((r.cost_usd for r in records.values()), Decimal(0))
+    assert account.balance_usd == Decimal(10) - charged == store_call(url, lambda s: s.ledger_total())

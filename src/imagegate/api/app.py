@@ -31,7 +31,7 @@ from imagegate.ratelimit import Limits, MemoryRateLimiter, RateLimiter
 from imagegate.ratelimit_redis import RedisRateLimiter
 from imagegate.references import ReferenceLimits, ReferenceLoader
 from imagegate.settings import Settings, load_settings
-from imagegate.store import Store, upgrade
+from imagegate.store import Store, journal, upgrade
 from imagegate.web import install_web
 from imagegate.wire import ProviderPreferences
 
@@ -56,7 +56,10 @@ def create_app(
             pool_timeout=settings.database_pool_timeout_s,
             cache_ttl_s=settings.cache_ttl_s,
         )
-        reaper = asyncio.create_task(_reap_forever(store, settings.reap_interval_s), name="reservation reaper")
+        if replayed := await journal.recover(settings.journal_dir, store):
+            log.warning("settled %d generations a process that died left open (its journal)", replayed)
+        own_journal = journal.Journal(settings.journal_dir)
+        reaper = asyncio.create_task(_reap_forever(store, settings), name="reservation reaper")
         http = HttpPool()
         providers = load_providers(settings, http)
         catalog = ServedCatalog(load_catalog(settings.catalog_paths), set(providers.configured), clock)
@@ -94,6 +97,7 @@ def create_app(
             ),
             health=health,
             clock=clock,
+            journal=own_journal,
         )
         renewer = asyncio.create_task(app.state.gateway.renew_reservations_forever(), name="reservation renewer")
         if on_started is not None:
@@ -111,6 +115,7 @@ def create_app(
             await references.close()
             await http.close()
             await store.close()
+            own_journal.close()
 
     app = FastAPI(
         title="imagegate",
@@ -146,15 +151,18 @@ def create_app(
     return app
 
 
-async def _reap_forever(store: Store, every_s: float) -> None:
-    """Release what crashed processes reserved: at start, then periodically."""
+async def _reap_forever(store: Store, settings: Settings) -> None:
+    """Settle what crashed processes left: their journals on this machine, and (from any
+    machine) reservations no one renews any more. At start, then periodically."""
     while True:
         try:
+            if replayed := await journal.recover(settings.journal_dir, store):
+                log.warning("settled %d generations a process that died left open (its journal)", replayed)
             if released := await store.reap_expired():
                 log.warning("released %d expired reservations (a process died mid-generation)", released)
         except Exception:  # a database hiccup must not end the loop
             log.exception("reaping expired reservations failed")
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(settings.reap_interval_s)
 
 
 def _shared(redis: Redis) -> tuple[RateLimiter, HealthBook, list[asyncio.Task[None]]]:
