@@ -59,7 +59,8 @@ class Env:
     litellm: Proc | None
     litellm_url: str | None
     litellm_key: str | None
-    #: The same gateway on a metered account (an extra row of scenarios 1 and 2, no target).
+    #: The same gateway on a metered account (a row of scenarios 1 and 2, within 1.5 × the
+    #: unmetered gateway).
     metered: Proc | None = None
     metered_url: str | None = None
     metered_key: str | None = None
@@ -141,6 +142,9 @@ def overhead(env: Env, *, quick: bool) -> dict[str, Any]:
     if "litellm" in t:
         out["gateway_vs_litellm"] = ratio(gw, t["litellm"]["added_p50_ms"])
         out["targets_met"]["gateway added ≤ 1/5 × LiteLLM added"] = (out["gateway_vs_litellm"] or 99) <= 0.2
+    if "gw-metered" in t:
+        out["metered_vs_unmetered"] = ratio(t["gw-metered"]["added_p50_ms"], gw)
+        out["targets_met"]["metered added ≤ 1.5 × unmetered added"] = (out["metered_vs_unmetered"] or 99) <= 1.5
     return out
 
 
@@ -181,6 +185,9 @@ def throughput(env: Env, *, quick: bool) -> dict[str, Any]:
     if "litellm" in t:
         out["gateway_vs_litellm"] = ratio(t["gateway"]["rps"], t["litellm"]["rps"])
         out["targets_met"]["gateway ≥ 6 × LiteLLM"] = (out["gateway_vs_litellm"] or 0) >= 6
+    if "gw-metered" in t:
+        out["metered_vs_unmetered"] = ratio(t["gw-metered"]["rps"], t["gateway"]["rps"])
+        out["targets_met"]["metered ≥ 1/1.5 × unmetered"] = (out["metered_vs_unmetered"] or 0) >= 1 / 1.5
     return out
 
 

@@ -3,8 +3,9 @@ poll a condition until it holds, failing with what was last seen once the time i
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -27,6 +28,19 @@ def eventually(probe: Callable[[], T], holds: Callable[[T], bool] = bool, within
         if time.monotonic() > deadline:
             raise AssertionError(f"still not so after {within_s:g} s; last seen: {value!r}")
         time.sleep(0.02)
+
+
+async def eventually_async(probe: Callable[[], Awaitable[T]], holds: Callable[[T], bool] = bool,
+                           within_s: float = WITHIN_S) -> T:
+    """``eventually`` for a coroutine probe, polled without blocking the event loop."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = await probe()
+        if holds(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not so after {within_s:g} s; last seen: {value!r}")
+        await asyncio.sleep(0.02)
 
 
 def wait_for_record(live: LiveServer, generation_id: str, key: str | None = None,

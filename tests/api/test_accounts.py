@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 
 import httpx
@@ -12,6 +11,7 @@ from openrouter import OpenRouter, errors
 
 from imagegate.store import Store
 from tests.conftest import LiveServer
+from tests.waiting import eventually, wait_for_record
 
 IMAGE = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}  # $0.01 per image
 
@@ -51,8 +51,8 @@ def test_200_concurrent_requests_with_credit_for_10_images_admit_exactly_10(make
     assert statuses.count(200) == 10 and statuses.count(402) == 190
     refused = next(r for r in responses if r.status_code == 402).json()["error"]
     assert refused["metadata"]["limit_source"] == "openrouter_credits"
-    time.sleep(0.5)  # the last generations settle just after their responses
-    account = with_store(server, lambda s: s.get_account())
+    # The last generations settle just after their responses.
+    account = eventually(lambda: with_store(server, lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
     ledger = with_store(server, lambda s: s.ledger_total())
     assert account.balance_usd == Decimal("0") == ledger
     assert account.reserved_usd == 0 and account.total_usage_usd == Decimal("0.10")
@@ -62,17 +62,20 @@ def test_failed_generation_costs_nothing(make_server) -> None:
     server = make_server()
     with_store(server, lambda s: s.add_credits(Decimal("1")))
     failing = {**IMAGE, "provider": {"options": {"imagegate": {"fail": "upstream_error"}}}}
-    assert post(server, failing).status_code == 502
-    time.sleep(0.3)
-    account = with_store(server, lambda s: s.get_account())
+    failed = post(server, failing)
+    assert failed.status_code == 502
+    wait_for_record(server, failed.headers["x-generation-id"])
+    account = eventually(lambda: with_store(server, lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
     assert account.balance_usd == Decimal("1") and account.reserved_usd == 0
 
 
 def test_key_limit_is_a_402_with_key_limit_source(make_server) -> None:
     server = make_server()
     secret, _ = with_store(server, lambda s: s.create_key("capped", limit_usd=Decimal("0.02"), limit_reset="daily"))
-    assert [post(server, IMAGE, secret).status_code for _ in range(2)] == [200, 200]
-    time.sleep(0.3)
+    answers = [post(server, IMAGE, secret) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    for answer in answers:
+        wait_for_record(server, answer.headers["x-generation-id"], secret)
     refused = post(server, IMAGE, secret)
     assert refused.status_code == 402
     assert refused.json()["error"]["metadata"]["limit_source"] == "openrouter_key_limit"
@@ -83,8 +86,9 @@ def test_current_key_and_credits_in_openrouter_shapes(make_server) -> None:
     server = make_server()
     with_store(server, lambda s: s.add_credits(Decimal("5")))
     secret, _ = with_store(server, lambda s: s.create_key("dev", limit_usd=Decimal("1"), limit_reset="monthly"))
-    assert post(server, IMAGE, secret).status_code == 200
-    time.sleep(0.3)
+    answer = post(server, IMAGE, secret)
+    assert answer.status_code == 200
+    wait_for_record(server, answer.headers["x-generation-id"], secret)
     key = sdk(server, secret).api_keys.get_current_key_metadata().data
     assert key.usage == pytest.approx(0.01) and key.usage_monthly == pytest.approx(0.01)
     assert key.limit == 1 and key.limit_remaining == pytest.approx(0.99) and key.limit_reset == "monthly"
@@ -117,10 +121,10 @@ def test_key_management_needs_a_management_key_and_works_through_the_sdk(make_se
 def test_activity_filters_by_key_model_and_time(make_server) -> None:
     server = make_server()
     other, _ = with_store(server, lambda s: s.create_key("other"))
-    post(server, IMAGE)
-    post(server, {**IMAGE, "model": "imagegate/sandbox-tiers"})
-    post(server, IMAGE, other)
-    time.sleep(0.3)
+    answers = [(post(server, IMAGE), None), (post(server, {**IMAGE, "model": "imagegate/sandbox-tiers"}), None),
+               (post(server, IMAGE, other), other)]
+    for answer, key in answers:
+        wait_for_record(server, answer.headers["x-generation-id"], key)
     with server.client() as client:
         mine = client.get("/activity", headers=server.auth()).json()
         assert {g["model"] for g in mine["data"]} == {"imagegate/sandbox", "imagegate/sandbox-tiers"}

@@ -268,15 +268,17 @@ def test_rate_limit_per_key_is_429_with_retry_after(make_server) -> None:
 def test_concurrent_generations_per_key_are_limited(make_server) -> None:
     import concurrent.futures
 
+    from tests.waiting import eventually
+
     limited = make_server(rate_limit_concurrency=1)
     slow = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512",
-            "provider": {"options": {"imagegate": {"latency_ms": 800}}}}
+            "provider": {"options": {"imagegate": {"latency_ms": 3000}}}}
+    quick = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, limited, slow)
-        import time
-
-        time.sleep(0.3)
-        second = post(limited, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"})
+        # Once the slow one holds the key's one slot, another is refused while it runs.
+        second = eventually(lambda: post(limited, quick), lambda r: r.status_code != 200 or first.done())
+        assert not first.done()
         assert second.status_code == 429
         assert first.result().status_code == 200
     assert post(limited, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}).status_code == 200

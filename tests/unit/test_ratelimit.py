@@ -34,7 +34,11 @@ async def test_requests_per_minute_refuse_with_retry_after_until_the_window_move
 async def test_limits_are_per_key() -> None:
     limiter = MemoryRateLimiter(Clock())
     await limiter.acquire("a", Limits(requests_per_minute=1))
-    await limiter.acquire("b", Limits(requests_per_minute=1))
+    with pytest.raises(RateLimited):  # "a" has used its minute
+        await limiter.acquire("a", Limits(requests_per_minute=1))
+    await limiter.acquire("b", Limits(requests_per_minute=1))  # "b" has not
+    with pytest.raises(RateLimited):
+        await limiter.acquire("b", Limits(requests_per_minute=1))
 
 
 async def test_concurrency_counts_generations_in_flight() -> None:
