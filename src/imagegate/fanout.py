@@ -95,6 +95,7 @@ def sum_usage(usages: list[Usage]) -> Usage:
     if not usages:
         return Usage(requests=0)
     counts = [f.name for f in dataclasses.fields(Usage) if f.name != "stated_cost_usd"]
+    # A total the upstream stated is known only when every call stated its own.
     stated = [u.stated_cost_usd for u in usages]
     return Usage(
         **{name: sum((getattr(u, name) for u in usages), type(getattr(usages[0], name))()) for name in counts},

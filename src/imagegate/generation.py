@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -140,7 +140,7 @@ class Attempt:
                 rule, self.size.width, self.size.height, self.quality,
                 streamed=streamed and self.endpoint.supports_streaming,
             )
-            limits = dataclasses.replace(limits, output_per_image=per_image)
+            limits = replace(limits, output_per_image=per_image)
         return limits
 
     def usage_ceiling(self, n: int, prompt: str, references: Sequence[ReferenceImage], *, streamed: bool) -> Usage:
@@ -440,7 +440,7 @@ class Generation:
             return usage
         log.warning("generation %s: %s reported no %s; billed as the most the endpoint declares", self.id,
                     attempt.endpoint.provider_name, ", ".join(filled))
-        return dataclasses.replace(usage, **filled)
+        return replace(usage, **filled)
 
     def _references_for(self, attempt: Attempt) -> tuple[ReferenceImage, ...]:
         """References go only to endpoints that take them; elsewhere they are a dropped parameter."""
@@ -560,20 +560,14 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
     output_pixels = sum((img["width"] or 0) * (img["height"] or 0) for img in images)
     calls = max(1, reported.requests)
     input_pixels = sum(ref.width * ref.height for ref in references) * calls
-    return Usage(
+    return replace(
+        reported,
         output_images=len(images) or reported.output_images,
         output_megapixels=Decimal(output_pixels) / billing.PIXELS_PER_MEGAPIXEL
         if output_pixels
         else reported.output_megapixels,
-        output_image_tokens=reported.output_image_tokens,
         input_images=len(references) * calls,
         input_megapixels=Decimal(input_pixels) / billing.PIXELS_PER_MEGAPIXEL,
-        input_image_tokens=reported.input_image_tokens,
-        input_text_tokens=reported.input_text_tokens,
-        input_fonts=reported.input_fonts,
-        output_text_tokens=reported.output_text_tokens,
-        requests=reported.requests,
-        stated_cost_usd=reported.stated_cost_usd,
     )
 
 

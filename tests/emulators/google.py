@@ -18,13 +18,15 @@ Requests are validated strictly: unknown fields (Vertex-only ``imageOutputOption
 ``imageSize`` are checked per model, inline images must be real images of their declared
 type, at most :data:`MAX_IMAGES`. Answers carry a real image of the model's tier × ratio size
 (PNG, or JPEG for flash-lite; Vertex honours ``imageOutputOptions.mimeType``), a text part when
-``TEXT`` is asked for, a thought-token count and ``usageMetadata`` per modality.
+``TEXT`` is asked for, and ``usageMetadata`` as Google bills it: prompt and candidate tokens per
+modality (each model's tokens per input and output image) and ``thoughtsTokenCount`` apart.
 
 Faults of this API (besides the common ones): ``image_safety`` (200, ``finishReason:
 IMAGE_SAFETY``), ``prompt_blocked`` (200, ``promptFeedback.blockReason``), ``no_image`` (200,
 text only), ``quota`` (429 ``RESOURCE_EXHAUSTED`` with ``RetryInfo``, no ``Retry-After``),
 ``two_images`` (an extra image), ``thoughts`` (a thought summary and a draft thought image
-before the answer) and ``token_denied`` (the token endpoint refuses the grant).
+before the answer), ``long_thinking`` (thoughts fill the rest of the model's output token limit,
+the most a call can bill) and ``token_denied`` (the token endpoint refuses the grant).
 """
 
 from __future__ import annotations
@@ -61,8 +63,6 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 #: The audience of a service account's grant: Google's token endpoint, wherever it is sent.
 TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 MAX_IMAGES = 14
-#: Tokens one input image costs (Vertex's Gemini 3 Pro Image model card).
-TOKENS_PER_INPUT_IMAGE = 560
 THOUGHT_TOKENS = 96
 INPUT_MIME_TYPES = {
     "image/png": "PNG",
@@ -102,6 +102,10 @@ class ModelSpec:
     #: imageSize value → output image tokens.
     tiers: dict[str, int]
     media_type: str
+    #: Prompt tokens one input image counts for.
+    input_image_tokens: int
+    #: Thoughts and candidates together stay within it (the model cards' maximum output).
+    max_output_tokens: int = 32768
     caching: bool = True
     #: Measured pixels that differ from :data:`PIXELS_1K` (ratio → size).
     pixels_1k: dict[str, tuple[int, int]] | None = None
@@ -111,15 +115,20 @@ class ModelSpec:
         return round(width * TIER_SCALE[tier]), round(height * TIER_SCALE[tier])
 
 
+#: Token counts from the Vertex model cards and the Gemini API pricing page (3 Pro: 560 tokens
+#: per input image).
 MODELS = {
     "gemini-3.1-flash-image": ModelSpec(
-        FLASH_RATIOS, {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}, "image/png"
+        FLASH_RATIOS, {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}, "image/png", 1120
     ),
-    "gemini-3-pro-image": ModelSpec(PRO_RATIOS, {"1K": 1120, "2K": 1120, "4K": 2000}, "image/png"),
+    "gemini-3-pro-image": ModelSpec(
+        PRO_RATIOS, {"1K": 1120, "2K": 1120, "4K": 2000}, "image/png", 560
+    ),
     "gemini-3.1-flash-lite-image": ModelSpec(
         FLASH_RATIOS,
         {"1K": 1120},
         "image/jpeg",
+        1120,
         caching=False,
         pixels_1k={"16:9": (1408, 768), "9:16": (768, 1408)},
     ),
@@ -420,10 +429,10 @@ async def _generate(
         if "cachedContents/" not in cached:
             raise GoogleError(400, f"Invalid cached content name: {cached}")
 
-    usage_in = {"TEXT": _tokens(prompt), "IMAGE": TOKENS_PER_INPUT_IMAGE * len(images)}
+    usage_in = {"TEXT": _tokens(prompt), "IMAGE": spec.input_image_tokens * len(images)}
     text_out = f"Here is the image you asked for: {prompt[:60]}"
     fault = emulator.take_fault(
-        "image_safety", "prompt_blocked", "no_image", "two_images", "thoughts"
+        "image_safety", "prompt_blocked", "no_image", "two_images", "thoughts", "long_thinking"
     )
     if fault == "prompt_blocked":
         return {
@@ -487,11 +496,14 @@ async def _generate(
     usage_out = {"IMAGE": spec.tiers[tier] * count}
     if "TEXT" in modalities:
         usage_out["TEXT"] = _tokens(text_out)
+    thoughts = THOUGHT_TOKENS
+    if fault == "long_thinking":
+        thoughts = spec.max_output_tokens - sum(usage_out.values())
     return {
         "candidates": [
             {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
         ],
-        "usageMetadata": _usage(usage_in, usage_out),
+        "usageMetadata": _usage(usage_in, usage_out, thoughts),
         "modelVersion": model,
         "responseId": secrets.token_urlsafe(16),
     }
@@ -568,13 +580,17 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _usage(prompt: dict[str, int], output: dict[str, int]) -> dict[str, Any]:
+def _usage(
+    prompt: dict[str, int], output: dict[str, int], thoughts: int = THOUGHT_TOKENS
+) -> dict[str, Any]:
+    """``usageMetadata``: thoughts are counted apart from the candidates, and the total is the
+    sum of all three (python-genai ``GenerateContentResponseUsageMetadata``)."""
     prompt_details = [{"modality": m, "tokenCount": n} for m, n in prompt.items() if n]
     usage: dict[str, Any] = {
         "promptTokenCount": sum(prompt.values()),
         "promptTokensDetails": prompt_details,
-        "thoughtsTokenCount": THOUGHT_TOKENS,
-        "totalTokenCount": sum(prompt.values()) + sum(output.values()) + THOUGHT_TOKENS,
+        "thoughtsTokenCount": thoughts,
+        "totalTokenCount": sum(prompt.values()) + sum(output.values()) + thoughts,
     }
     if output:
         usage["candidatesTokenCount"] = sum(output.values())

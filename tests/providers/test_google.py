@@ -41,6 +41,7 @@ from imagegate.providers.google import (
 )
 from imagegate.providers.http import HttpPool
 from imagegate.settings import Settings
+from imagegate.store import Store
 from imagegate.sizing import AppliedSize, SizeRequest, resolve_size
 from tests.conftest import LiveServer
 from tests.emulators import google as emulated
@@ -173,7 +174,10 @@ def test_catalog_lists_each_model_on_both_endpoints_in_openrouters_order() -> No
         assert target.supported_parameters["input_references"].max == 14
         assert "seed" not in target.supported_parameters and not target.supports_streaming
     assert [line.to_wire() for line in endpoint(FLASH, VERTEX).pricing] == [
-        {"billable": "output_image", "unit": "token", "cost_usd": 0.00006}
+        {"billable": "input_text", "unit": "token", "cost_usd": 0.0000005},
+        {"billable": "input_image", "unit": "token", "cost_usd": 0.0000005},
+        {"billable": "output_text", "unit": "token", "cost_usd": 0.000003},
+        {"billable": "output_image", "unit": "token", "cost_usd": 0.00006},
     ]
     assert endpoint(PRO, VERTEX).supported_parameters["resolution"].values == ("1K", "2K")
     assert endpoint(PRO, AI_STUDIO).supported_parameters["resolution"].values == ("1K", "2K", "4K")
@@ -305,16 +309,48 @@ async def test_no_more_images_than_n_are_returned(
     assert sum(isinstance(e, Image) for e in events) == 1
 
 
-async def test_usage_reports_tokens_per_modality_without_thinking(
+async def test_usage_reports_prompt_images_and_thinking_per_modality(
     vertex: GoogleVertexProvider, emu: Emulator
 ) -> None:
     events = await run(vertex, make_job(PRO, VERTEX, references=(reference(), reference("jpeg"))))
 
     assert events[-1] == Done(Usage(
         output_image_tokens=1120,
-        input_image_tokens=2 * emulated.TOKENS_PER_INPUT_IMAGE,
+        output_text_tokens=emulated.THOUGHT_TOKENS,
+        input_image_tokens=2 * emulated.MODELS["gemini-3-pro-image"].input_image_tokens,
         input_text_tokens=math.ceil(len(PROMPT) / 4),
     ))  # fmt: skip
+
+
+def test_usage_bills_text_candidates_and_thoughts_as_output_text() -> None:
+    usage = usage_from({
+        "promptTokenCount": 1138,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 18},
+                                {"modality": "IMAGE", "tokenCount": 1120}],
+        "candidatesTokenCount": 1150,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120},
+                                    {"modality": "TEXT", "tokenCount": 30}],
+        "thoughtsTokenCount": 235,
+        "totalTokenCount": 2523,
+    })  # fmt: skip
+    assert usage == Usage(
+        input_text_tokens=18,
+        input_image_tokens=1120,
+        output_image_tokens=1120,
+        output_text_tokens=265,
+    )
+
+
+def test_usage_bills_every_prompt_token_even_those_the_details_leave_out() -> None:
+    # cachedContent: promptTokenCount counts the cached tokens too.
+    usage = usage_from({
+        "promptTokenCount": 5012,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 12}],
+        "cachedContentTokenCount": 5000,
+        "candidatesTokenCount": 1120,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}],
+    })  # fmt: skip
+    assert usage.input_text_tokens == 5012 and usage.output_text_tokens == 0
 
 
 def test_usage_without_modality_details_counts_candidates_as_image_tokens() -> None:
@@ -602,8 +638,9 @@ def test_vertex_is_configured_by_a_project_and_a_readable_credentials_file(
 # --- through a real imagegate server ---
 
 
-def test_ai_studio_generation_end_to_end_is_buffered_and_billed_per_image_token(
-    emu: Emulator, make_server: Callable[..., LiveServer]
+@pytest.mark.parametrize("stream", [True, False])
+def test_ai_studio_generation_end_to_end_is_buffered_and_bills_prompt_image_and_thinking(
+    emu: Emulator, make_server: Callable[..., LiveServer], stream: bool
 ) -> None:
     server = make_server(
         providers={"google-ai-studio": {"api_key": "test-key", "base_url": f"{emu.url}/v1beta"}}
@@ -613,7 +650,7 @@ def test_ai_studio_generation_end_to_end_is_buffered_and_billed_per_image_token(
         "prompt": PROMPT,
         "resolution": "1K",
         "aspect_ratio": "16:9",
-        "stream": True,
+        "stream": stream,
     }
     with server.client() as client:
         response = client.post("/images", json=body, headers=server.auth())
@@ -625,8 +662,12 @@ def test_ai_studio_generation_end_to_end_is_buffered_and_billed_per_image_token(
     [item] = payload["data"]
     assert item["media_type"] == "image/png"
     assert decoded(base64.b64decode(item["b64_json"])).size == (1376, 768)
-    assert payload["usage"]["completion_tokens_details"]["image_tokens"] == 1120
-    assert Decimal(str(payload["usage"]["cost"])) == Decimal("0.0672")  # 1120 × $0.00006
+    usage = payload["usage"]
+    assert usage["completion_tokens_details"]["image_tokens"] == 1120
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (8, 1120 + 96)
+    # 8 prompt tokens × $0.50/M + 1120 image tokens × $60/M + 96 thinking tokens × $3/M
+    # = 0.000004 + 0.0672 + 0.000288
+    assert Decimal(str(usage["cost"])) == Decimal("0.067492")
 
 
 def test_vertex_generation_end_to_end_fans_out_n_and_bills_every_call(
@@ -662,8 +703,58 @@ def test_vertex_generation_end_to_end_fans_out_n_and_bills_every_call(
             (768, 1376),
         )
     assert len(token_calls(emu)) == 1 and len(generate_calls(emu)) == 2
-    per_call = 1120 * Decimal("0.00012") + emulated.TOKENS_PER_INPUT_IMAGE * Decimal("0.000002")
-    assert Decimal(str(payload["usage"]["cost"])) == 2 * per_call
+    # Per call, at $2/M input, $12/M text output and $120/M image output: 8 prompt tokens
+    # 0.000016, one reference (560 tokens) 0.00112, 96 thinking tokens 0.001152, the image
+    # (1120 tokens) 0.1344: 0.136688; two calls 0.273376.
+    assert Decimal(str(payload["usage"]["cost"])) == Decimal("0.273376")
+
+
+def capped_key(server: LiveServer, limit_usd: Decimal) -> str:
+    async def create() -> str:
+        store = Store(server.database_url)
+        try:
+            return (await store.create_key("capped", limit_usd=limit_usd))[0]
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
+
+
+@pytest.mark.parametrize(("model_id", "resolution"), [(FLASH, "4K"), (PRO, "4K"), (LITE, "1K")])
+def test_a_key_that_cannot_cover_a_worst_case_generation_is_refused_before_google_is_called(
+    emu: Emulator, make_server: Callable[..., LiveServer], model_id: str, resolution: str
+) -> None:
+    server = make_server(
+        providers={"google-ai-studio": {"api_key": "test-key", "base_url": f"{emu.url}/v1beta"}}
+    )
+    references = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64}}
+        for b64 in (base64.b64encode(synth(32, 32, "png", seed=i)).decode() for i in range(14))
+    ]
+    body = {
+        "model": model_id,
+        "prompt": "a lighthouse on a cliff at dusk, in the style of an engraving; " * 40,
+        "n": 2,
+        "resolution": resolution,
+        "input_references": references,
+    }
+    emu.fault("long_thinking", times=2)  # each call thinks up to the model's output token limit
+    with server.client() as client:
+        answered = client.post("/images", json=body, headers=server.auth())
+        assert answered.status_code == 200, answered.text
+        usage = answered.json()["usage"]
+        assert usage["completion_tokens"] == 2 * 32768  # both calls wrote all they may
+        charged = Decimal(str(usage["cost"]))
+        calls = len(generate_calls(emu))
+
+        short = capped_key(server, charged - Decimal("1e-9"))
+        refused = client.post("/images", json=body, headers=server.auth(short))
+
+    # What is held before the calls covers what they were charged, so a key a nano-dollar short
+    # is turned away up front rather than run into debt.
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["metadata"]["limit_source"] == "openrouter_key_limit"
+    assert len(generate_calls(emu)) == calls == 2
 
 
 def test_a_safety_block_end_to_end_is_a_400_content_policy_violation(

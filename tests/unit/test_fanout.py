@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from imagegate.errors import UpstreamError
-from imagegate.fanout import fan_out, split
+from imagegate.fanout import fan_out, split, sum_usage
 from imagegate.providers.base import Blob, Done, Image, Partial, ProviderJob, Usage
 from imagegate.sizing import AppliedSize
 
@@ -69,3 +69,11 @@ async def test_no_split_when_the_upstream_makes_enough_per_call() -> None:
     provider = OnePerCall()
     [e async for e in fan_out(provider, job(1), 4)]
     assert len(provider.calls) == 1
+
+
+def test_summed_usage_keeps_text_tokens_and_a_cost_every_call_stated() -> None:
+    calls = [Usage(output_text_tokens=96, stated_cost_usd=Decimal("0.03")),
+             Usage(output_text_tokens=4, stated_cost_usd=Decimal("0.01"))]
+    total = sum_usage(calls)
+    assert total.output_text_tokens == 100 and total.stated_cost_usd == Decimal("0.04")
+    assert sum_usage([*calls, Usage()]).stated_cost_usd is None  # one call's cost is unknown

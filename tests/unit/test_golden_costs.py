@@ -30,15 +30,32 @@ def cost(model: str, slug: str, usage: Usage, tier: str | None = None) -> Decima
         ("openai/gpt-image-2", "openai", Usage(input_image_tokens=10**6), "8"),
         ("openai/gpt-image-2", "azure", Usage(output_image_tokens=10**6), "30"),
         ("openai/gpt-image-2", "openai", Usage(output_text_tokens=10**6), "10"),
-        # Gemini 3.1 Flash Image at 1K: 1120 image tokens at $60/M.
-        ("google/gemini-3.1-flash-image", "google-ai-studio", Usage(output_image_tokens=1120), "0.0672"),
-        ("google/gemini-3.1-flash-image", "google-vertex/global", Usage(output_image_tokens=1120), "0.0672"),
-        # Gemini 3 Pro Image: 1120 tokens at 1K/2K ($0.1344), 2000 at 4K ($0.24), inputs $2/M.
-        ("google/gemini-3-pro-image", "google-vertex/global", Usage(output_image_tokens=1120), "0.1344"),
+        # Gemini, every token of a call (rates per 1M tokens: Flash $0.50 in / $3 text out / $60
+        # image out, Pro $2 / $12 / $120, Flash Lite $0.25 / $1.50 / $30; google.yaml cites them).
+        # Flash: 18 text + 1120 reference tokens × $0.50 = 0.000009 + 0.00056, a 1K image 1120 ×
+        # $60 = 0.0672, 235 thinking tokens × $3 = 0.000705: 0.068474.
+        ("google/gemini-3.1-flash-image", "google-ai-studio",
+         Usage(input_text_tokens=18, input_image_tokens=1120, output_image_tokens=1120, output_text_tokens=235),
+         "0.068474"),
+        ("google/gemini-3.1-flash-image", "google-vertex/global",
+         Usage(input_text_tokens=18, input_image_tokens=1120, output_image_tokens=1120, output_text_tokens=235),
+         "0.068474"),
+        # Pro at 1K: 20 text + 560 reference tokens × $2 = 0.00004 + 0.00112, 1120 × $120 = 0.1344,
+        # 400 thinking tokens × $12 = 0.0048: 0.14036.
+        ("google/gemini-3-pro-image", "google-vertex/global",
+         Usage(input_text_tokens=20, input_image_tokens=560, output_image_tokens=1120, output_text_tokens=400),
+         "0.14036"),
+        # Pro at 4K: 10 × $2 = 0.00002, 560 × $2 = 0.00112, 2000 × $120 = 0.24, 1000 × $12 = 0.012: 0.25314.
         ("google/gemini-3-pro-image", "google-ai-studio",
-         Usage(output_image_tokens=2000, input_image_tokens=560), "0.24112"),
-        # Flash-lite: 1120 tokens at $30/M = $0.0336.
-        ("google/gemini-3.1-flash-lite-image", "google-vertex/global", Usage(output_image_tokens=1120), "0.0336"),
+         Usage(input_text_tokens=10, input_image_tokens=560, output_image_tokens=2000, output_text_tokens=1000),
+         "0.25314"),
+        # Flash Lite: 18 × $0.25 = 0.0000045, 1120 × $30 = 0.0336, 283 thinking × $1.50 = 0.0004245:
+        # 0.034029; with one reference (1120 × $0.25 = 0.00028) 0.034309.
+        ("google/gemini-3.1-flash-lite-image", "google-vertex/global",
+         Usage(input_text_tokens=18, output_image_tokens=1120, output_text_tokens=283), "0.034029"),
+        ("google/gemini-3.1-flash-lite-image", "google-ai-studio",
+         Usage(input_text_tokens=18, input_image_tokens=1120, output_image_tokens=1120, output_text_tokens=283),
+         "0.034309"),
         # FLUX.2: per megapixel of output (1024² is exactly one), flex also per input MP.
         ("black-forest-labs/flux.2-pro", "black-forest-labs",
          Usage(output_megapixels=megapixels(1024, 1024)), "0.03"),
@@ -102,3 +119,31 @@ def test_gpt_image_2_images_cost_openais_published_per_image_prices(
     for slug in ("openai", "azure"):
         price = cost("openai/gpt-image-2", slug, Usage(output_image_tokens=tokens))
         assert price.quantize(Decimal("0.001"), ROUND_HALF_UP) == Decimal(usd)
+
+
+@pytest.mark.parametrize("slug", ["google-ai-studio", "google-vertex/global"])
+@pytest.mark.parametrize(
+    ("model", "usage", "published"),
+    [
+        # https://ai.google.dev/gemini-api/docs/pricing, Gemini 3.1 Flash Image: "Output images at
+        # 0.5K (512px) consume 747 tokens and are equivalent to $0.045 per image", 1K 1120 tokens
+        # $0.067, 2K 1680 tokens $0.101, 4K 2520 tokens $0.151.
+        ("google/gemini-3.1-flash-image", Usage(output_image_tokens=747), "0.045"),
+        ("google/gemini-3.1-flash-image", Usage(output_image_tokens=1120), "0.067"),
+        ("google/gemini-3.1-flash-image", Usage(output_image_tokens=1680), "0.101"),
+        ("google/gemini-3.1-flash-image", Usage(output_image_tokens=2520), "0.151"),
+        # Gemini 3 Pro Image: 1K and 2K images "consume 1120 tokens and are equivalent to $0.134
+        # per image", 4K "2000 tokens ... $0.24"; "Image input is set at 560 tokens or $0.0011".
+        ("google/gemini-3-pro-image", Usage(output_image_tokens=1120), "0.134"),
+        ("google/gemini-3-pro-image", Usage(output_image_tokens=2000), "0.24"),
+        ("google/gemini-3-pro-image", Usage(input_image_tokens=560), "0.0011"),
+        # Gemini 3.1 Flash Lite Image: "$0.0336 per 1K resolution image" (1120 tokens, model card).
+        ("google/gemini-3.1-flash-lite-image", Usage(output_image_tokens=1120), "0.0336"),
+    ],
+)
+def test_gemini_prices_match_googles_published_per_image_examples(
+    model: str, slug: str, usage: Usage, published: str
+) -> None:
+    # Google rounds its examples to the digits it prints.
+    exponent = Decimal(published).as_tuple().exponent
+    assert cost(model, slug, usage).quantize(Decimal(1).scaleb(exponent)) == Decimal(published)

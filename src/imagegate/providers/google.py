@@ -345,16 +345,32 @@ def parse_response(provider_name: str, reply: Reply, *, limit: int = 1) -> list[
 
 
 def usage_from(metadata: Mapping[str, Any], provider_name: str = "Google") -> Usage:
-    """``usageMetadata`` in billing units: thinking and text output tokens bill no image line."""
+    """``usageMetadata`` (python-genai ``GenerateContentResponseUsageMetadata``) in billing units.
+
+    The prompt bills at the input rate, cached content included (``promptTokenCount`` counts
+    it; the catalog has no cheaper cache rate); a prompt token that is not an image is text,
+    which these models price like an image token. Image candidates bill at the image rate;
+    text candidates and ``thoughtsTokenCount`` (which ``candidatesTokenCount`` leaves out) at
+    the text rate. Without a per-modality breakdown every candidate counts as an image token,
+    the dearer reading.
+    """
     prompt = _by_modality(metadata.get("promptTokensDetails"), provider_name)
     output = _by_modality(metadata.get("candidatesTokensDetails"), provider_name)
-    prompt_total = usage_count(metadata.get("promptTokenCount"), "promptTokenCount", provider_name)
-    candidates = usage_count(metadata.get("candidatesTokenCount"), "candidatesTokenCount", provider_name)
+    prompt_total = _count(metadata, "promptTokenCount", provider_name) or sum(prompt.values())
+    candidates = _count(metadata, "candidatesTokenCount", provider_name) or sum(output.values())
+    input_images = prompt.get("IMAGE", 0)
+    output_images = output.get("IMAGE", 0) if output else candidates
     return Usage(
-        output_image_tokens=output.get("IMAGE", candidates),
-        input_image_tokens=prompt.get("IMAGE", 0),
-        input_text_tokens=prompt.get("TEXT", prompt_total - prompt.get("IMAGE", 0)),
+        input_text_tokens=max(prompt_total - input_images, 0),
+        input_image_tokens=input_images,
+        output_image_tokens=output_images,
+        output_text_tokens=max(candidates - output_images, 0)
+        + _count(metadata, "thoughtsTokenCount", provider_name),
     )
+
+
+def _count(metadata: Mapping[str, Any], name: str, provider_name: str) -> int:
+    return usage_count(metadata.get(name), name, provider_name)
 
 
 def _by_modality(details: Any, provider_name: str) -> dict[str, int]:
