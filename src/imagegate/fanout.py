@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 from imagegate.errors import ImagegateError
 from imagegate.providers.base import (
@@ -90,7 +91,12 @@ async def _merged(provider: Provider, jobs: list[ProviderJob]) -> AsyncIterator[
 
 
 def sum_usage(usages: list[Usage]) -> Usage:
+    """The calls' usage added up; a stated cost only when every call stated one."""
     if not usages:
         return Usage(requests=0)
-    fields = [f.name for f in dataclasses.fields(Usage)]
-    return Usage(**{name: sum((getattr(u, name) for u in usages), type(getattr(usages[0], name))()) for name in fields})
+    counted = [f.name for f in dataclasses.fields(Usage) if f.name != "stated_cost_usd"]
+    stated = [u.stated_cost_usd for u in usages]
+    return Usage(
+        **{name: sum(getattr(u, name) for u in usages) for name in counted},
+        stated_cost_usd=None if None in stated else sum(stated, Decimal(0)),
+    )
