@@ -37,7 +37,7 @@ class OnePerCall:
         yield Partial(0, Blob.from_raw(b"p"), "image/png")
         yield Image(Blob.from_raw(f"img{job.seed}".encode()), "image/png")
         stated = None if job.seed in self.unstated_seeds else Decimal("0.03")
-        yield Done(Usage(output_images=1, output_megapixels=Decimal("0.5"), requests=1, stated_cost_usd=stated))
+        yield Done(Usage(output_images=1, output_pixels=500_000, requests=1, stated_cost_usd=stated))
 
 
 def test_split_steps_seeds_so_outputs_differ() -> None:
@@ -54,7 +54,7 @@ async def test_fan_out_makes_n_calls_and_sums_usage() -> None:
     done = events[-1]
     assert isinstance(done, Done)
     assert done.usage.output_images == 3 and done.usage.requests == 3
-    assert done.usage.output_megapixels == Decimal("1.5")
+    assert done.usage.output_pixels == 1_500_000
     assert done.usage.stated_cost_usd == Decimal("0.09")  # each call stated what it charged
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from imagegate.billing import compute_cost, megapixels
+from imagegate.billing import compute_cost
 from imagegate.catalog import load_catalog
 from imagegate.providers.base import Usage
 
@@ -37,12 +37,10 @@ def cost(model: str, slug: str, usage: Usage, tier: str | None = None) -> Decima
         # Flash-lite: 1120 tokens at $30/M = $0.0336.
         ("google/gemini-3.1-flash-lite-image", "google-vertex/global", Usage(output_image_tokens=1120), "0.0336"),
         # FLUX.2: per megapixel of output (1024² is exactly one), flex also per input MP.
-        ("black-forest-labs/flux.2-pro", "black-forest-labs",
-         Usage(output_megapixels=megapixels(1024, 1024)), "0.03"),
-        ("black-forest-labs/flux.2-klein-4b", "black-forest-labs",
-         Usage(output_megapixels=megapixels(1024, 1024)), "0.014"),
+        ("black-forest-labs/flux.2-pro", "black-forest-labs", Usage(output_pixels=1024 * 1024), "0.03"),
+        ("black-forest-labs/flux.2-klein-4b", "black-forest-labs", Usage(output_pixels=1024 * 1024), "0.014"),
         ("black-forest-labs/flux.2-flex", "black-forest-labs",
-         Usage(output_megapixels=megapixels(2048, 1024), input_megapixels=megapixels(1024, 1024)), "0.18"),
+         Usage(output_pixels=2048 * 1024, input_pixels=1024 * 1024), "0.18"),
         ("black-forest-labs/flux-kontext-pro", "black-forest-labs", Usage(output_images=1), "0.04"),
         # Stability: credits per image, 1 credit = $0.01 (Ultra 8, Core 3).
         ("stability-ai/stable-image-ultra", "stability", Usage(output_images=1), "0.08"),

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
-from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import pybase64
 
-from imagegate import billing, imaging
+from imagegate import imaging
 from imagegate.errors import (
     InternalError,
     InvalidRequest,
@@ -275,9 +274,7 @@ def _usage(job: ProviderJob) -> Usage:
     return Usage(
         output_images=1,
         input_images=len(job.references),
-        input_megapixels=sum(
-            (billing.megapixels(r.width, r.height) for r in job.references), Decimal(0)
-        ),
+        input_pixels=sum(r.width * r.height for r in job.references),
         requests=1,
     )
 
