@@ -17,8 +17,6 @@ from imagegate.sizing import MAX_EDGE, SizeRules
 ZERO = Decimal(0)
 #: Money is kept to the nano-USD (the ledger's unit).
 NANO = Decimal("1e-9")
-#: One megapixel is 1024×1024 pixels, so a 1024² image bills exactly 1 MP (as OpenRouter does).
-PIXELS_PER_MEGAPIXEL = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +26,20 @@ class Cost:
     completion: Decimal  # output_* lines
 
 
-def megapixels(width: int, height: int) -> Decimal:
-    return Decimal(width * height) / PIXELS_PER_MEGAPIXEL
-
-
 def quantity(line: PricingLine, usage: Usage) -> Decimal:
-    """How many units of ``line`` the usage consumed."""
+    """How many units of ``line`` the usage consumed; megapixels of the line's own size."""
     if line.unit == "request":
         return Decimal(usage.requests)
     if line.billable == "output_image":
         return {
             "image": Decimal(usage.output_images),
-            "megapixel": usage.output_megapixels,
+            "megapixel": Decimal(usage.output_pixels) / line.megapixel_size,
             "token": Decimal(usage.output_image_tokens),
         }[line.unit]
     if line.billable in ("input_image", "input_reference"):
         return {
             "image": Decimal(usage.input_images),
-            "megapixel": usage.input_megapixels,
+            "megapixel": Decimal(usage.input_pixels) / line.megapixel_size,
             "token": Decimal(usage.input_image_tokens),
         }[line.unit]
     if line.billable == "input_text":
@@ -55,6 +49,21 @@ def quantity(line: PricingLine, usage: Usage) -> Decimal:
     if line.billable == "input_font":
         return Decimal(usage.input_fonts) if line.unit == "image" else ZERO
     return ZERO
+
+
+def amount(line: PricingLine, usage: Usage) -> Decimal:
+    """What ``line`` charges for the usage.
+
+    A line with a first-unit price charges it once per image, however small the image, and
+    ``cost_usd`` for each unit beyond each image's first. Usage carries totals, which give
+    exactly that for images of one size, as a generation's are:
+    ``Σ max(0, units_i − 1) = max(0, Σ units_i − images)``.
+    """
+    units = quantity(line, usage)
+    if line.first_unit_usd is None:
+        return line.cost_usd * units
+    images = usage.output_images if line.billable == "output_image" else usage.input_images
+    return line.first_unit_usd * images + line.cost_usd * max(ZERO, units - images)
 
 
 def applicable_lines(pricing: Iterable[PricingLine], tier: str | None) -> list[PricingLine]:
@@ -83,11 +92,11 @@ def compute_cost(pricing: Iterable[PricingLine], usage: Usage, tier: str | None 
     that is the total, split between prompt and completion as the lines split it."""
     prompt = completion = ZERO
     for line in applicable_lines(pricing, tier):
-        amount = line.cost_usd * quantity(line, usage)
+        charged = amount(line, usage)
         if line.billable.startswith("output_"):
-            completion += amount
+            completion += charged
         else:
-            prompt += amount
+            prompt += charged
     stated = usage.stated_cost_usd
     if stated is None:
         return Cost(total=prompt + completion, prompt=prompt, completion=completion)
@@ -152,10 +161,10 @@ def worst_case_usage(
     input_tokens = sum(limits.input_per_image or -(-p // 1024) for p in references)
     return Usage(
         output_images=n,
-        output_megapixels=Decimal(pixels * n) / PIXELS_PER_MEGAPIXEL,
+        output_pixels=pixels * n,
         output_image_tokens=output_tokens * n,
         input_images=len(references) * calls,
-        input_megapixels=Decimal(sum(references) * calls) / PIXELS_PER_MEGAPIXEL,
+        input_pixels=sum(references) * calls,
         input_image_tokens=input_tokens * calls,
         input_text_tokens=len(prompt.encode()) * calls,
         output_text_tokens=(limits.output_text or 0) * calls,
@@ -171,10 +180,9 @@ def usage_problem(usage: Usage, ceiling: Usage, limits: TokenLimits) -> str | No
         value = getattr(usage, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return f"{name} is {value!r}"
-    for name in ("output_megapixels", "input_megapixels", "stated_cost_usd"):
-        value = getattr(usage, name)
-        if value is not None and not (isinstance(value, Decimal) and value.is_finite() and value >= 0):
-            return f"{name} is {value!r}"
+    stated = usage.stated_cost_usd
+    if stated is not None and not (isinstance(stated, Decimal) and stated.is_finite() and stated >= 0):
+        return f"stated_cost_usd is {stated!r}"
     declared = {
         "output_image_tokens": limits.output_per_image,
         "input_image_tokens": limits.input_per_image,

@@ -199,11 +199,15 @@ def describe_price(line: PricingLine) -> str:
         "input_font": "per font",
     }[line.billable]
     unit = {"image": "image", "megapixel": "megapixel", "token": "token", "request": "request"}[line.unit]
-    price = f"${format(line.cost_usd.normalize(), 'f')} per {unit}"
+    price = f"{_dollars(line.cost_usd)} per {unit}"
     if line.billable == "input_reference":
-        price = f"${format(line.cost_usd.normalize(), 'f')} per reference image"
+        price = f"{_dollars(line.cost_usd)} per reference image"
     elif line.unit != "request":
         price += f" {what}"
+    if line.first_unit_usd is not None:
+        price = f"{_dollars(line.first_unit_usd)} for the first {unit} of each image, then {price}"
+    if line.pixels_per_megapixel is not None:
+        price += f" (1 megapixel = {line.pixels_per_megapixel:,} pixels)"
     return price + (f" ({line.variant})" if line.variant else "")
 
 
@@ -217,6 +221,10 @@ def _status(endpoint: Endpoint, providers: Providers, today: date) -> str:
     if endpoint.provider not in providers.configured:
         return f"off: {providers.missing.get(endpoint.provider, 'no such provider module')}"
     return f"serving; retires {endpoint.sunset.isoformat()}" if endpoint.sunset else "serving"
+
+
+def _dollars(amount: Decimal) -> str:
+    return f"${format(amount.normalize(), 'f')}"
 
 
 async def _bootstrap_key(store: Store) -> str | None:

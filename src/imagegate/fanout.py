@@ -91,13 +91,12 @@ async def _merged(provider: Provider, jobs: list[ProviderJob]) -> AsyncIterator[
 
 
 def sum_usage(usages: list[Usage]) -> Usage:
-    """The usages of several calls added up; a stated cost only where every call stated one."""
+    """The calls' usage added up; a stated cost only when every call stated one."""
     if not usages:
         return Usage(requests=0)
-    counts = [f.name for f in dataclasses.fields(Usage) if f.name != "stated_cost_usd"]
-    # A total the upstream stated is known only when every call stated its own.
+    counted = [f.name for f in dataclasses.fields(Usage) if f.name != "stated_cost_usd"]
     stated = [u.stated_cost_usd for u in usages]
     return Usage(
-        **{name: sum((getattr(u, name) for u in usages), type(getattr(usages[0], name))()) for name in counts},
+        **{name: sum(getattr(u, name) for u in usages) for name in counted},
         stated_cost_usd=None if None in stated else sum(stated, Decimal(0)),
     )

@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pybase64
@@ -555,19 +554,16 @@ def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: t
     """The provider's usage, with counts the gateway measured itself taking precedence.
 
     References are sent with every upstream call, so a fanned-out generation consumes them
-    once per call.
+    once per call. Whatever else the provider reported (tokens, a stated cost) is kept.
     """
     output_pixels = sum((img["width"] or 0) * (img["height"] or 0) for img in images)
     calls = max(1, reported.requests)
-    input_pixels = sum(ref.width * ref.height for ref in references) * calls
     return replace(
         reported,
         output_images=len(images) or reported.output_images,
-        output_megapixels=Decimal(output_pixels) / billing.PIXELS_PER_MEGAPIXEL
-        if output_pixels
-        else reported.output_megapixels,
+        output_pixels=output_pixels or reported.output_pixels,
         input_images=len(references) * calls,
-        input_megapixels=Decimal(input_pixels) / billing.PIXELS_PER_MEGAPIXEL,
+        input_pixels=sum(ref.width * ref.height for ref in references) * calls,
     )
 
 

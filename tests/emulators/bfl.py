@@ -12,10 +12,20 @@ so are widths/heights off the 16-pixel grid or over 4 MP, more references than t
 takes, references that are not raw base64 images (a ``data:`` prefix is refused) or URLs, a
 Kontext ratio outside 21:9…9:21, and a Kontext ``safety_tolerance`` over 2 with an input image.
 
-State: ``polls_until_ready`` (2 pending polls per task), ``url_ttl_s`` (600), ``polling_host``.
+Prices as BFL publishes them (https://docs.bfl.ai/quick_start/pricing, and BFL's API skill,
+https://github.com/black-forest-labs/skills/blob/main/skills/bfl-api/SKILL.md): a credit is
+$0.01; FLUX.2 costs ``(firstMP + (outputMP-1) * mpPrice) + (inputMP * mpPrice)`` credits, the
+first megapixel charged whole even for a smaller image, with a megapixel of 1,000,000 pixels
+("1024x1024 | 1.05 MP"); Kontext costs a price per image. The submit answer states ``cost``
+(credits) and, for FLUX.2, ``input_mp`` / ``output_mp`` to two decimals, as BFL's API reference
+shows; the ``Ready`` poll states the settled ``cost`` (its ``SettledCostResultResponse``).
+
+State: ``polls_until_ready`` (2 pending polls per task), ``url_ttl_s`` (600), ``polling_host``,
+``settled_credits`` (what the ``Ready`` poll states instead of the submit's estimate).
 Faults besides the common ones: ``credits`` (402 on submit), ``concurrency`` (429 whose wait is
 only in the body), ``moderation`` / ``content_moderated`` / ``task_error`` / ``task_not_found``
-(the next poll's status), ``expired_url`` (the next result URL is already expired: 403).
+(the next poll's status), ``expired_url`` (the next result URL is already expired: 403),
+``no_cost`` (the next task states no cost at all, as answers without one do).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -42,6 +53,7 @@ NAME = "bfl"
 MAX_PIXELS = 2048 * 2048  # FLUX.2: "up to 4 MP"
 GRID = 16
 KONTEXT_PIXELS = 1024 * 1024  # Kontext: "~1 MP"
+PIXELS_PER_MEGAPIXEL = 1_000_000  # BFL: "1024x1024 | 1.05 MP"
 KONTEXT_MAX_RATIO = 21 / 9
 KONTEXT_MAX_TOLERANCE_WITH_IMAGE = 2
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
@@ -100,31 +112,42 @@ _KONTEXT = {
 class Model:
     fields: dict[str, Field]
     by_ratio: bool = False
-    #: Credits (cents): FLUX.2 first MP and each further MP; Kontext per image.
-    price: tuple[float, float] = (0.0, 0.0)
+    #: Credits: FLUX.2's first output megapixel, or Kontext's image.
+    first: Decimal = Decimal(0)
+    #: Credits: each further output megapixel and each input megapixel (FLUX.2's "+MP").
+    further: Decimal = Decimal(0)
 
 
-def _flux2(
-    references: int, price: tuple[float, float], extra: dict[str, Field] | None = None
-) -> Model:
-    return Model({**_FLUX2, **(extra or {}), **_references(references)}, price=price)
+def _flux2(references: int, first: str, further: str, extra: dict[str, Field] | None = None) -> Model:
+    fields = {**_FLUX2, **(extra or {}), **_references(references)}
+    return Model(fields, first=Decimal(first), further=Decimal(further))
 
 
-def _kontext(price: float) -> Model:
-    return Model({**_KONTEXT, **_references(1)}, by_ratio=True, price=(price, 0.0))
+def _kontext(price: str) -> Model:
+    return Model({**_KONTEXT, **_references(1)}, by_ratio=True, first=Decimal(price))
 
 
+# BFL's "1st MP" and "+MP" columns, in credits.
 MODELS = {
-    "flux-2-pro": _flux2(8, (3, 1.5)),
-    "flux-2-pro-preview": _flux2(8, (3, 1.5)),
-    "flux-2-max": _flux2(8, (7, 3)),
-    "flux-2-flex": _flux2(8, (5, 5), _FLEX),
-    "flux-2-klein-4b": _flux2(4, (1.4, 0.1)),
-    "flux-2-klein-9b": _flux2(4, (1.5, 0.2)),
-    "flux-kontext-pro": _kontext(4),
-    "flux-kontext": _kontext(4),  # the path BFL's skill doc uses for Kontext [pro]
-    "flux-kontext-max": _kontext(8),
+    "flux-2-pro": _flux2(8, "3", "1.5"),
+    "flux-2-pro-preview": _flux2(8, "3", "1.5"),
+    "flux-2-max": _flux2(8, "7", "3"),
+    "flux-2-flex": _flux2(8, "5", "5", _FLEX),
+    "flux-2-klein-4b": _flux2(4, "1.4", "0.1"),
+    "flux-2-klein-9b": _flux2(4, "1.5", "0.2"),
+    "flux-kontext-pro": _kontext("4"),
+    "flux-kontext": _kontext("4"),  # the path BFL's skill doc uses for Kontext [pro]
+    "flux-kontext-max": _kontext("8"),
 }
+
+
+def price(model: Model, output_pixels: int, input_pixels: int) -> Decimal:
+    """What BFL charges for a task, in credits, by its published formula."""
+    if model.by_ratio:
+        return model.first
+    output_mp = Decimal(output_pixels) / PIXELS_PER_MEGAPIXEL
+    input_mp = Decimal(input_pixels) / PIXELS_PER_MEGAPIXEL
+    return model.first + max(Decimal(0), output_mp - 1) * model.further + input_mp * model.further
 
 
 @dataclass
@@ -136,6 +159,8 @@ class Task:
     seed: int
     prompt: str
     polling_host: str
+    #: The credits its submit answer stated; ``None`` when it stated none.
+    cost: Decimal | None = None
     polls: int = 0
     asset: bytes | None = None
 
@@ -185,6 +210,8 @@ def routes(emulator: Any) -> list[web.RouteDef]:
             if k.startswith("input_image") and body.get(k)
         ]
         width, height = _output_size(model, body)
+        input_pixels = sum(w * h for w, h in references if w)
+        cost = None if emulator.take_fault("no_cost") else price(model, width * height, input_pixels)
         task_id = secrets.token_hex(16)
         polling_host = f"{emulator.state.get('polling_host', 'localhost')}:{request.url.port}"
         seed = body.get("seed")
@@ -196,18 +223,15 @@ def routes(emulator: Any) -> list[web.RouteDef]:
             seed=seed if seed is not None else secrets.randbelow(2**31),
             prompt=body["prompt"],
             polling_host=polling_host,
+            cost=cost,
         )
-        input_mp = sum(w * h for w, h in references if w) / 1e6
-        output_mp = width * height / 1e6
-        first, each = model.price
-        cost = first if model.by_ratio else first + max(0.0, output_mp - 1) * each + input_mp * each
         return web.json_response(
             {
                 "id": task_id,
                 "polling_url": f"http://{polling_host}/v1/get_result?id={task_id}",
-                "cost": round(cost, 3),
-                "input_mp": round(input_mp, 2),
-                "output_mp": round(output_mp, 2),
+                "cost": _number(cost),
+                "input_mp": None if model.by_ratio else _megapixels(input_pixels),
+                "output_mp": None if model.by_ratio else _megapixels(width * height),
             }
         )
 
@@ -257,7 +281,8 @@ def routes(emulator: Any) -> list[web.RouteDef]:
             "end_time": time.time(),
             "duration": 1.0,
         }
-        return _status(task, "Ready", result=result)
+        settled = emulator.state.get("settled_credits", task.cost)
+        return _status(task, "Ready", result=result, cost=None if task.cost is None else settled)
 
     async def delivery(request: web.Request) -> web.Response:
         if "x-key" in request.headers or "authorization" in request.headers:
@@ -466,17 +491,29 @@ def _status(
     result: dict | None = None,
     progress: float | None = None,
     details: Any = None,
+    cost: Any = None,
 ) -> web.Response:
-    return web.json_response(
-        {
-            "id": task.id,
-            "status": status,
-            "result": result,
-            "progress": progress,
-            "details": details,
-            "preview": None,
-        }
-    )
+    body = {
+        "id": task.id,
+        "status": status,
+        "result": result,
+        "progress": progress,
+        "details": details,
+        "preview": None,
+    }
+    if cost is not None:
+        body["cost"] = _number(cost)
+    return web.json_response(body)
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number (credits are written as the decimal they are: 7.791456)."""
+    return None if value is None else float(value)
+
+
+def _megapixels(pixels: int) -> float:
+    """BFL's ``input_mp`` / ``output_mp``: megapixels to two decimals."""
+    return float(round(Decimal(pixels) / PIXELS_PER_MEGAPIXEL, 2))
 
 
 def _signature(task_id: str, expiry: int) -> str:

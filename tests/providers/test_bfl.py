@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image as PILImage
 
@@ -20,6 +24,7 @@ from imagegate.providers.bfl import BlackForestLabsProvider
 from imagegate.providers.http import HttpPool
 from imagegate.settings import Settings
 from imagegate.sizing import AppliedSize, SizeRequest, resolve_size
+from imagegate.store import Store
 from tests.conftest import LiveServer, start_server
 from tests.emulators import bfl as bfl_emulator
 from tests.emulators.base import Emulator, EmulatorServer
@@ -158,8 +163,40 @@ async def test_flux2_body_carries_pixels_seed_format_and_raw_base64_references(e
     [image] = [e for e in events if isinstance(e, Image)]
     assert image.media_type == "image/jpeg" and (image.width, image.height) == (1536, 1024)
     usage = events[-1].usage
-    assert usage.input_images == 2
-    assert usage.input_megapixels == pytest.approx((320 * 240 + 200 * 100) / 1048576)
+    assert usage.input_images == 2 and usage.input_pixels == 320 * 240 + 200 * 100
+
+
+# --- the cost BFL states ---
+
+
+async def test_the_cost_bfl_states_for_a_task_is_its_cost(emu: Emulator) -> None:
+    refs = (reference(1024, 1024),) * 8
+    events = await run(emu, make_job(size="2048x2048", references=refs))
+    # BFL's formula (its API skill): 3 + (4.194304 - 1) × 1.5 + 8 × 1.048576 × 1.5 credits.
+    assert events[-1].usage.stated_cost_usd == Decimal("0.20374368")
+
+
+async def test_the_emulator_states_cost_and_megapixels_in_the_submit_answer_as_bfl_does(emu: Emulator) -> None:
+    ref = base64.b64encode(synth(1024, 1024)).decode()
+    body = {"prompt": "x", "width": 2048, "height": 2048, "input_image": ref, "input_image_2": ref}
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{emu.url}/v1/flux-2-max", json=body, headers={"x-key": KEY})
+    # max: 7 + 3.194304 × 3 + 2.097152 × 3 credits; megapixels of 1,000,000 pixels, to 2 decimals.
+    assert answer.json() | {"id": "", "polling_url": ""} == {
+        "id": "", "polling_url": "", "cost": 22.874368, "input_mp": 2.1, "output_mp": 4.19,
+    }
+
+
+async def test_the_settled_cost_of_the_ready_answer_wins_over_the_submit_estimate(emu: Emulator) -> None:
+    emu.state["settled_credits"] = 2.5
+    events = await run(emu, make_job(size="2048x2048"))
+    assert events[-1].usage.stated_cost_usd == Decimal("0.025")
+
+
+async def test_a_task_bfl_states_no_cost_for_is_left_to_the_catalog_price(emu: Emulator) -> None:
+    emu.fault("no_cost")
+    events = await run(emu, make_job())
+    assert events[-1].usage.stated_cost_usd is None
 
 
 async def test_flex_forwards_its_sampling_passthrough(emu: Emulator) -> None:
@@ -401,7 +438,18 @@ def post(server: LiveServer, **body: Any) -> Any:
         return client.post("/images", json={"prompt": "a fox in the snow", **body}, headers=server.auth())
 
 
-def test_e2e_flux2_pixels_fan_out_and_per_megapixel_cost(live: tuple[LiveServer, Emulator]) -> None:
+def credits(server: LiveServer, amount: Decimal) -> None:
+    async def add() -> None:
+        store = Store(server.database_url)
+        try:
+            await store.add_credits(amount)
+        finally:
+            await store.close()
+
+    asyncio.run(add())
+
+
+def test_e2e_flux2_pixels_fan_out_and_each_task_pays_its_first_megapixel(live: tuple[LiveServer, Emulator]) -> None:
     server, emu = live
     emu.clear()
     response = post(server, model="black-forest-labs/flux.2-pro", size="1024x768", n=2, seed=7,
@@ -413,7 +461,8 @@ def test_e2e_flux2_pixels_fan_out_and_per_megapixel_cost(live: tuple[LiveServer,
     payload = response.json()
     assert [item["media_type"] for item in payload["data"]] == ["image/png", "image/png"]
     assert {decode(base64.b64decode(i["b64_json"])).size for i in payload["data"]} == {(1024, 768)}
-    assert payload["usage"]["cost"] == pytest.approx(2 * 0.75 * 0.03)  # 2 × 0.75 MP × $0.03
+    # Two tasks of 0.786432 MP: each pays FLUX.2 [pro]'s whole first megapixel, "from $0.03".
+    assert Decimal(str(payload["usage"]["cost"])) == Decimal("0.06")
     seeds = sorted(r.json()["seed"] for r in emu.requests if r.method == "POST")
     assert seeds == [7, 8]  # one task per image, seeds stepped so the images differ
     assert not emu.state.get("leaked_keys")
@@ -431,7 +480,42 @@ def test_e2e_klein_edit_bills_reference_megapixels_and_ignores_stream(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")  # BFL does not stream
     assert submitted(emu)["input_image"] == base64.b64encode(ref).decode()
-    assert response.json()["usage"]["cost"] == pytest.approx(0.014 * 1 + 0.001 * 0.5)
+    # klein 4B, 1024x1024 from a 1024x512 reference: 1.4 + 0.048576 × 0.1 + 0.524288 × 0.1 credits.
+    assert Decimal(str(response.json()["usage"]["cost"])) == Decimal("0.014572864")
+
+
+def test_e2e_the_client_is_charged_what_bfl_states_it_charged(live: tuple[LiveServer, Emulator]) -> None:
+    server, emu = live
+    emu.clear()
+    emu.state["settled_credits"] = 2.5  # not what the catalog's lines make of one 1 MP image
+    response = post(server, model="black-forest-labs/flux.2-pro", size="1024x1024")
+    assert response.status_code == 200, response.text
+    assert Decimal(str(response.json()["usage"]["cost"])) == Decimal("0.025")
+    emu.clear()
+
+
+def test_e2e_the_reservation_covers_the_largest_image_with_every_reference_bfl_takes(
+    live: tuple[LiveServer, Emulator], make_server: Callable[..., LiveServer]
+) -> None:
+    _, emu = live
+    config = {"api_key": KEY, "base_url": emu.url, "trusted_hosts": "localhost", "poll_interval_s": FAST_POLL}
+    server = make_server(providers={"black-forest-labs": config})
+    ref = "data:image/jpeg;base64," + base64.b64encode(synth(1024, 1024, "jpeg", seed=4)).decode()
+    body = {"model": "black-forest-labs/flux.2-pro", "size": "2048x2048",
+            "input_references": [{"type": "image_url", "image_url": {"url": ref}}] * 8}
+    credits(server, Decimal("0.01"))  # metered: each generation first reserves its worst case
+
+    refused = post(server, **body)
+    assert refused.status_code == 402
+    reserved = Decimal(re.search(r"can cost up to \$([0-9.]+)", refused.json()["error"]["message"])[1])
+    # What BFL charges for it: 3 + (4.194304 - 1) × 1.5 + 8 × 1.048576 × 1.5 credits.
+    charged = Decimal("0.20374368")
+    assert reserved >= charged
+
+    credits(server, reserved - Decimal("0.01"))  # exactly the reservation is available
+    response = post(server, **body)
+    assert response.status_code == 200, response.text
+    assert Decimal(str(response.json()["usage"]["cost"])) == charged
 
 
 def test_e2e_kontext_is_priced_per_image_and_reports_the_ratio(live: tuple[LiveServer, Emulator]) -> None:

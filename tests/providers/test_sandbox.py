@@ -8,7 +8,6 @@ import random
 import threading
 import time
 import xml.etree.ElementTree as ET
-from decimal import Decimal
 
 import pytest
 from PIL import Image as PILImage
@@ -465,10 +464,10 @@ async def test_usage_counts_are_exact() -> None:
     assert isinstance(done, Done)
     assert done.usage == Usage(
         output_images=3,
-        output_megapixels=Decimal(96 * 80 * 3) / Decimal(1048576),
+        output_pixels=96 * 80 * 3,
         output_image_tokens=3 * 8,  # ceil(7680 / 1024) = 8
         input_images=2,
-        input_megapixels=Decimal(640 * 480 + 100 * 100) / Decimal(1048576),
+        input_pixels=640 * 480 + 100 * 100,
         input_image_tokens=300 + 10,  # ceil(307200/1024) + ceil(10000/1024)
         input_text_tokens=4,  # ceil(13 / 4)
         requests=1,
@@ -479,7 +478,7 @@ async def test_usage_for_a_one_character_prompt_counts_one_text_token() -> None:
     events = await collect(make_job("x", 16, 16))
     assert events[-1].usage.input_text_tokens == 1
     assert events[-1].usage.input_images == 0
-    assert events[-1].usage.input_megapixels == 0
+    assert events[-1].usage.input_pixels == 0
 
 
 # --- off the event loop -----------------------------------------------------------------------

@@ -7,13 +7,21 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagegate.billing import applicable_lines, compute_cost, megapixels, usage_to_wire
+from imagegate.billing import applicable_lines, compute_cost, usage_to_wire, worst_case_usage
 from imagegate.catalog import PricingLine
 from imagegate.providers.base import Usage
+from imagegate.sizing import FixedSize, SizeRules
 
 
 def line(billable: str, unit: str, cost: str, variant: str | None = None) -> PricingLine:
     return PricingLine(billable, unit, Decimal(cost), variant)
+
+
+def tiered(billable: str, first: str | None, further: str, pixels: int | None = 1_000_000) -> PricingLine:
+    """A megapixel line whose first megapixel of each image costs ``first``, each further one ``further``."""
+    first_usd = None if first is None else Decimal(first)
+    return PricingLine(billable, "megapixel", Decimal(further),
+                       first_unit_usd=first_usd, pixels_per_megapixel=pixels)
 
 
 def test_token_priced_cost_matches_openrouter_recorded_example() -> None:
@@ -25,10 +33,40 @@ def test_token_priced_cost_matches_openrouter_recorded_example() -> None:
     assert cost.total == Decimal("0.003006")
 
 
-def test_a_1024_square_is_exactly_one_megapixel() -> None:
-    assert megapixels(1024, 1024) == 1
+def test_a_1024_square_is_exactly_one_megapixel_unless_the_line_sizes_its_megapixel() -> None:
     pricing = [line("output_image", "megapixel", "0.014")]
-    assert compute_cost(pricing, Usage(output_megapixels=megapixels(1024, 1024))).total == Decimal("0.014")
+    assert compute_cost(pricing, Usage(output_pixels=1024 * 1024)).total == Decimal("0.014")
+    decimal_megapixel = [tiered("output_image", None, "0.014")]
+    assert compute_cost(decimal_megapixel, Usage(output_pixels=1000 * 1000)).total == Decimal("0.014")
+    assert compute_cost(decimal_megapixel, Usage(output_pixels=1024 * 1024)).total == Decimal("0.014680064")
+
+
+def test_the_first_megapixel_of_each_image_has_its_own_price_even_for_a_smaller_image() -> None:
+    pricing = [tiered("output_image", "0.03", "0.015"), tiered("input_image", None, "0.015")]
+    one = Usage(output_images=1, output_pixels=2_500_000)
+    assert compute_cost(pricing, one).total == Decimal("0.03") + Decimal("1.5") * Decimal("0.015")
+    small = Usage(output_images=1, output_pixels=250_000)
+    assert compute_cost(pricing, small).total == Decimal("0.03")
+    three_small = Usage(output_images=3, output_pixels=3 * 250_000)
+    assert compute_cost(pricing, three_small).total == Decimal("0.09")
+    edit = Usage(output_images=1, output_pixels=1_000_000, input_images=2, input_pixels=1_500_000)
+    cost = compute_cost(pricing, edit)
+    assert (cost.completion, cost.prompt) == (Decimal("0.03"), Decimal("0.0225"))  # references bill as input
+
+
+@given(
+    images=st.integers(1, 8), width=st.integers(1, 2048), height=st.integers(1, 2048),
+    first=st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=4),
+    further=st.decimals(min_value=Decimal("0"), max_value=Decimal("1"), places=4),
+)
+def test_a_tiered_line_on_several_equal_images_costs_the_sum_of_each_image(
+    images: int, width: int, height: int, first: Decimal, further: Decimal
+) -> None:
+    pricing = [tiered("output_image", str(first), str(further))]
+    each = compute_cost(pricing, Usage(output_images=1, output_pixels=width * height)).total
+    together = compute_cost(pricing, Usage(output_images=images, output_pixels=images * width * height)).total
+    assert together == images * each
+    assert each == first + further * max(Decimal(0), Decimal(width * height) / 1_000_000 - 1)
 
 
 def test_per_image_and_reference_lines_add_up() -> None:
@@ -71,13 +109,10 @@ def test_usage_wire_has_openrouter_fields_and_unbilled_costs_zero() -> None:
 
 
 def test_worst_case_covers_the_largest_size_every_image_and_every_call() -> None:
-    from imagegate.billing import worst_case_usage
-    from imagegate.sizing import FixedSize, SizeRules
-
     table = SizeRules(mode="table", table=(FixedSize(1024, 1024), FixedSize(1536, 1024)))
     usage = worst_case_usage(n=3, per_call=1, rules=table, prompt="a cat", reference_pixels=[512 * 512])
     assert usage.output_images == 3 and usage.requests == 3
-    assert usage.output_megapixels == Decimal(1536 * 1024 * 3) / 1048576
+    assert usage.output_pixels == 1536 * 1024 * 3 and usage.input_pixels == 3 * 512 * 512
     assert usage.output_image_tokens == 3 * 1536
     assert usage.input_images == 3 and usage.input_image_tokens == 3 * 256
     assert usage.input_text_tokens == 3 * 5
@@ -85,15 +120,34 @@ def test_worst_case_covers_the_largest_size_every_image_and_every_call() -> None
 
 @given(n=st.integers(1, 10), width=st.integers(64, 4096), height=st.integers(64, 4096))
 def test_worst_case_cost_is_never_below_the_actual_cost(n: int, width: int, height: int) -> None:
-    from imagegate.billing import worst_case_usage
-    from imagegate.sizing import SizeRules
-
     rules = SizeRules(mode="free", max_edge=4096)
     pricing = [line("output_image", "megapixel", "0.03"), line("output_image", "token", "0.00004"),
                line("input_text", "token", "0.000005"), line("output_image", "image", "0.01")]
-    actual = Usage(output_images=n, output_megapixels=megapixels(width, height) * n,
+    actual = Usage(output_images=n, output_pixels=width * height * n,
                    output_image_tokens=n * -(-width * height // 1024), input_text_tokens=2)
     worst = worst_case_usage(n=n, per_call=None, rules=rules, prompt="a cat", reference_pixels=[])
+    assert compute_cost(pricing, worst).total >= compute_cost(pricing, actual).total
+
+
+@given(
+    n=st.integers(1, 4), produced=st.integers(1, 4),
+    sizes=st.lists(st.tuples(st.integers(64, 2048), st.integers(64, 2048)), min_size=1, max_size=4),
+    references=st.lists(st.integers(1, 4_000_000), max_size=8),
+    first=st.decimals(min_value=Decimal("0"), max_value=Decimal("0.1"), places=3),
+    further=st.decimals(min_value=Decimal("0"), max_value=Decimal("0.1"), places=3),
+)
+def test_worst_case_of_a_tiered_line_covers_any_images_of_at_most_the_largest_size_and_every_reference(
+    n: int, produced: int, sizes: list[tuple[int, int]], references: list[int],
+    first: Decimal, further: Decimal,
+) -> None:
+    """One call per image, as on BFL; fewer images than asked, of any sizes up to the cap."""
+    rules = SizeRules(mode="free", multiple_of=16, max_pixels=2048 * 2048)
+    pricing = [tiered("output_image", str(first), str(further)), tiered("input_image", None, str(further))]
+    made = [sizes[i % len(sizes)] for i in range(min(n, produced))]
+    calls = len(made)
+    actual = Usage(output_images=len(made), output_pixels=sum(w * h for w, h in made),
+                   input_images=len(references) * calls, input_pixels=sum(references) * calls, requests=calls)
+    worst = worst_case_usage(n=n, per_call=1, rules=rules, prompt="a cat", reference_pixels=references)
     assert compute_cost(pricing, worst).total >= compute_cost(pricing, actual).total
 
 
@@ -107,7 +161,7 @@ def test_output_text_tokens_bill_at_their_own_line() -> None:
 def test_a_cost_the_upstream_states_is_the_cost() -> None:
     pricing = [PricingLine("input_image", "megapixel", Decimal("0.015")),
                PricingLine("output_image", "megapixel", Decimal("0.03"))]
-    usage = Usage(output_megapixels=Decimal(2), input_megapixels=Decimal(1), stated_cost_usd=Decimal("0.06"))
+    usage = Usage(output_pixels=2 * 1024 * 1024, input_pixels=1024 * 1024, stated_cost_usd=Decimal("0.06"))
     cost = compute_cost(pricing, usage)
     assert cost.total == Decimal("0.06")
     assert cost.prompt + cost.completion == cost.total

@@ -93,8 +93,43 @@ def test_a_model_whose_every_endpoint_is_past_sunset_is_retired_since_the_last(t
         "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, "
         "pricing: [{billable: output_image, unit: pixel, cost_usd: 1}]}]}]",
         "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, size_rules: {mode: table}}]}]",
+        "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, "
+        "pricing: [{billable: output_image, unit: image, cost_usd: -0.01}]}]}]",
+        "models: [{id: a/b, name: x, endpoints: [{provider: a, provider_name: A, "
+        "pricing: [{billable: output_image, unit: image}]}]}]",
     ],
 )
 def test_malformed_catalog_is_refused_at_load(broken: str) -> None:
     with pytest.raises(CatalogError):
         parse_catalog_document(yaml.safe_load(broken))
+
+
+def pricing_line(line: str) -> str:
+    return f"models: [{{id: a/b, name: x, endpoints: [{{provider: a, provider_name: A, pricing: [{line}]}}]}}]"
+
+
+def test_a_megapixel_line_may_price_each_images_first_megapixel_and_size_its_megapixel() -> None:
+    doc = pricing_line("{billable: output_image, unit: megapixel, first_unit_usd: 0.03, cost_usd: 0.015, "
+                       "pixels_per_megapixel: 1000000}")
+    [model] = parse_catalog_document(yaml.safe_load(doc))
+    [line] = model.endpoints[0].pricing
+    assert (line.first_unit_usd, line.cost_usd) == (Decimal("0.03"), Decimal("0.015"))
+    assert line.megapixel_size == 1_000_000
+    assert line.to_wire() == {"billable": "output_image", "unit": "megapixel", "cost_usd": 0.015,
+                              "first_unit_usd": 0.03, "pixels_per_megapixel": 1000000}
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("{billable: output_image, unit: image, cost_usd: 0.01, first_unit_usd: 0.02}", "need unit megapixel"),
+        ("{billable: output_image, unit: token, cost_usd: 0.01, pixels_per_megapixel: 1000000}", "need unit megapixel"),
+        ("{billable: input_text, unit: megapixel, cost_usd: 0.01, first_unit_usd: 0.02}", "has none"),
+        ("{billable: output_image, unit: megapixel, cost_usd: 0.01, pixels_per_megapixel: 0}", "positive"),
+        ("{billable: output_image, unit: megapixel, cost_usd: 0.01, pixels_per_megapixel: 1.5}", "positive"),
+        ("{billable: output_image, unit: megapixel, cost_usd: 0.01, first_unit_usd: cheap}", "first_unit_usd"),
+    ],
+)
+def test_a_tiered_or_resized_line_that_cannot_be_priced_is_refused_naming_the_field(line: str, named: str) -> None:
+    with pytest.raises(CatalogError, match=named):
+        parse_catalog_document(yaml.safe_load(pricing_line(line)))

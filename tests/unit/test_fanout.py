@@ -19,12 +19,14 @@ def job(n: int, seed: int | None = 10) -> ProviderJob:
 
 
 class OnePerCall:
-    """An upstream making one image per call; ``fail_seeds`` fail."""
+    """An upstream making one image per call at a stated $0.03; ``fail_seeds`` fail and
+    ``unstated_seeds`` state no cost."""
 
     slug = "fake"
 
-    def __init__(self, fail_seeds: set[int] = frozenset()) -> None:
+    def __init__(self, fail_seeds: set[int] = frozenset(), unstated_seeds: set[int] = frozenset()) -> None:
         self.fail_seeds = fail_seeds
+        self.unstated_seeds = unstated_seeds
         self.calls: list[ProviderJob] = []
 
     async def run(self, job: ProviderJob) -> AsyncIterator:
@@ -34,7 +36,8 @@ class OnePerCall:
             raise UpstreamError("boom")
         yield Partial(0, Blob.from_raw(b"p"), "image/png")
         yield Image(Blob.from_raw(f"img{job.seed}".encode()), "image/png")
-        yield Done(Usage(output_images=1, output_megapixels=Decimal("0.5"), requests=1))
+        stated = None if job.seed in self.unstated_seeds else Decimal("0.03")
+        yield Done(Usage(output_images=1, output_pixels=500_000, requests=1, stated_cost_usd=stated))
 
 
 def test_split_steps_seeds_so_outputs_differ() -> None:
@@ -51,13 +54,19 @@ async def test_fan_out_makes_n_calls_and_sums_usage() -> None:
     done = events[-1]
     assert isinstance(done, Done)
     assert done.usage.output_images == 3 and done.usage.requests == 3
-    assert done.usage.output_megapixels == Decimal("1.5")
+    assert done.usage.output_pixels == 1_500_000
+    assert done.usage.stated_cost_usd == Decimal("0.09")  # each call stated what it charged
 
 
 async def test_partial_failure_returns_successes_and_bills_only_them() -> None:
     events = [e async for e in fan_out(OnePerCall(fail_seeds={11}), job(3), 1)]
     assert len([e for e in events if isinstance(e, Image)]) == 2
     assert events[-1].usage.requests == 2 and events[-1].usage.output_images == 2
+
+
+async def test_a_cost_is_stated_for_the_calls_only_when_every_call_stated_one() -> None:
+    events = [e async for e in fan_out(OnePerCall(unstated_seeds={11}), job(3), 1)]
+    assert events[-1].usage.stated_cost_usd is None  # the lines price all three instead
 
 
 async def test_total_failure_raises() -> None:

@@ -6,7 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from imagegate.billing import compute_cost, megapixels, output_image_tokens
+from imagegate.billing import compute_cost, output_image_tokens
 from imagegate.catalog import load_catalog
 from imagegate.providers.base import Usage
 
@@ -56,13 +56,6 @@ def cost(model: str, slug: str, usage: Usage, tier: str | None = None) -> Decima
         ("google/gemini-3.1-flash-lite-image", "google-ai-studio",
          Usage(input_text_tokens=18, input_image_tokens=1120, output_image_tokens=1120, output_text_tokens=283),
          "0.034309"),
-        # FLUX.2: per megapixel of output (1024² is exactly one), flex also per input MP.
-        ("black-forest-labs/flux.2-pro", "black-forest-labs",
-         Usage(output_megapixels=megapixels(1024, 1024)), "0.03"),
-        ("black-forest-labs/flux.2-klein-4b", "black-forest-labs",
-         Usage(output_megapixels=megapixels(1024, 1024)), "0.014"),
-        ("black-forest-labs/flux.2-flex", "black-forest-labs",
-         Usage(output_megapixels=megapixels(2048, 1024), input_megapixels=megapixels(1024, 1024)), "0.18"),
         ("black-forest-labs/flux-kontext-pro", "black-forest-labs", Usage(output_images=1), "0.04"),
         # Stability: credits per image, 1 credit = $0.01 (Ultra 8, Core 3).
         ("stability-ai/stable-image-ultra", "stability", Usage(output_images=1), "0.08"),
@@ -147,3 +140,54 @@ def test_gemini_prices_match_googles_published_per_image_examples(
     # Google rounds its examples to the digits it prints.
     exponent = Decimal(published).as_tuple().exponent
     assert cost(model, slug, usage).quantize(Decimal(1).scaleb(exponent)) == Decimal(published)
+
+
+# FLUX.2 as BFL prices it; a megapixel is 1,000,000 pixels ("1024x1024 | 1.05 MP").
+# [skill] https://github.com/black-forest-labs/skills/blob/main/skills/bfl-api/SKILL.md: the
+#   "1MP T2I" / "1MP I2I" columns (one 1 MP image; the same with one 1 MP reference), and the
+#   formula `(firstMP + (outputMP-1) * mpPrice) + (inputMP * mpPrice)` cents with its "1st MP"
+#   and "+MP" columns, worked by hand below for sizes BFL quotes no price for.
+# [pricing] https://docs.bfl.ai/quick_start/pricing: "a 2MP image with Klein 4B costs
+#   $0.014 + $0.001 = $0.015"; FLUX.2 prices are "from" the 1 MP price.
+MP = 1_000_000
+
+
+def flux(width: int, height: int, *references: tuple[int, int]) -> Usage:
+    """One FLUX.2 task: one image of ``width``×``height`` from these references."""
+    return Usage(output_images=1, output_pixels=width * height, input_images=len(references),
+                 input_pixels=sum(w * h for w, h in references))
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "usd"),
+    [
+        # [skill] 1MP T2I and 1MP I2I, each model.
+        ("flux.2-pro", flux(1000, 1000), "0.03"),
+        ("flux.2-pro", flux(1000, 1000, (1000, 1000)), "0.045"),
+        ("flux.2-max", flux(1000, 1000), "0.07"),
+        ("flux.2-max", flux(1000, 1000, (1000, 1000)), "0.10"),
+        ("flux.2-flex", flux(1000, 1000), "0.05"),
+        ("flux.2-flex", flux(1000, 1000, (1000, 1000)), "0.10"),
+        ("flux.2-klein-4b", flux(1000, 1000), "0.014"),
+        ("flux.2-klein-4b", flux(1000, 1000, (1000, 1000)), "0.015"),
+        # [pricing] a 2 MP klein 4B image: $0.014 + $0.001.
+        ("flux.2-klein-4b", flux(2000, 1000), "0.015"),
+        # [pricing] "from $0.03": a smaller image still pays the whole first megapixel.
+        ("flux.2-pro", flux(512, 512), "0.03"),
+        # [skill] formula. pro 1024x1024 = 1.048576 MP: 3 + 0.048576 × 1.5 = 3.072864 credits.
+        ("flux.2-pro", flux(1024, 1024), "0.03072864"),
+        # pro 2048x2048 = 4.194304 MP: 3 + 3.194304 × 1.5 = 7.791456 credits.
+        ("flux.2-pro", flux(2048, 2048), "0.07791456"),
+        # pro 1024x1024 with eight 1024x1024 references: 3.072864 + 8 × 1.048576 × 1.5
+        # = 3.072864 + 12.582912 = 15.655776 credits.
+        ("flux.2-pro", flux(1024, 1024, *[(1024, 1024)] * 8), "0.15655776"),
+        # klein 4B 2048x2048: 1.4 + 3.194304 × 0.1 = 1.7194304 credits.
+        ("flux.2-klein-4b", flux(2048, 2048), "0.017194304"),
+        # flex 1024x1024 with one 1024x1024 reference: 5 + 0.048576 × 5 + 1.048576 × 5 = 10.48576.
+        ("flux.2-flex", flux(1024, 1024, (1024, 1024)), "0.1048576"),
+        # max 2048x1024 with two 1024x1024 references: 7 + 1.097152 × 3 + 2.097152 × 3 = 16.582912.
+        ("flux.2-max", flux(2048, 1024, (1024, 1024), (1024, 1024)), "0.16582912"),
+    ],
+)
+def test_flux2_costs_what_bfl_charges(model: str, usage: Usage, usd: str) -> None:
+    assert cost(f"black-forest-labs/{model}", "black-forest-labs", usage) == Decimal(usd)

@@ -49,6 +49,12 @@ def test_prices_are_worded_as_the_command_line_words_them(page: Page) -> None:
         for unit in UNITS
         for cost, variant in (("0.03", None), ("0.0000005", "2k"), ("12", None))
     ]
+    lines += [  # a first megapixel priced apart, megapixels of 1,000,000 pixels
+        PricingLine("output_image", "megapixel", Decimal("0.015"), first_unit_usd=Decimal("0.03"),
+                    pixels_per_megapixel=1_000_000),
+        PricingLine("input_image", "megapixel", Decimal("0.001"), "1k", pixels_per_megapixel=1_000_000),
+        PricingLine("output_image", "megapixel", Decimal("0.05"), first_unit_usd=Decimal("0.05")),
+    ]
     page.goto("/")
     worded = page.evaluate(
         """async (lines) => {

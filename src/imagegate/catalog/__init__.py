@@ -23,6 +23,11 @@ from imagegate.sizing import FixedSize, SizeRules
 
 BILLABLES = ("output_image", "output_text", "input_image", "input_font", "input_reference", "input_text")
 UNITS = ("image", "megapixel", "token", "request")
+#: Billables counted in images, so a line may price the first unit of each image apart.
+IMAGE_BILLABLES = ("output_image", "input_image", "input_reference")
+#: A megapixel unless a line says otherwise: 1024×1024, so a 1024² image bills exactly 1 MP
+#: (as OpenRouter does).
+DEFAULT_PIXELS_PER_MEGAPIXEL = 1024 * 1024
 DESCRIPTOR_TYPES = ("enum", "range", "boolean")
 
 
@@ -59,10 +64,24 @@ class Descriptor:
 
 @dataclass(frozen=True, slots=True)
 class PricingLine:
+    """One price: ``cost_usd`` per ``unit`` of ``billable``.
+
+    Megapixel lines may also say how many pixels their megapixel has (``pixels_per_megapixel``,
+    1024² unless given) and price the first megapixel of each image apart (``first_unit_usd``,
+    charged for each image even when it is smaller; ``cost_usd`` is then the price of every
+    further megapixel).
+    """
+
     billable: str
     unit: str
     cost_usd: Decimal
     variant: str | None = None
+    first_unit_usd: Decimal | None = None
+    pixels_per_megapixel: int | None = None
+
+    @property
+    def megapixel_size(self) -> int:
+        return self.pixels_per_megapixel or DEFAULT_PIXELS_PER_MEGAPIXEL
 
     def to_wire(self) -> dict[str, Any]:
         line: dict[str, Any] = {
@@ -72,6 +91,10 @@ class PricingLine:
         }
         if self.variant is not None:
             line["variant"] = self.variant
+        if self.first_unit_usd is not None:
+            line["first_unit_usd"] = float(self.first_unit_usd)
+        if self.pixels_per_megapixel is not None:
+            line["pixels_per_megapixel"] = self.pixels_per_megapixel
         return line
 
 
@@ -323,8 +346,33 @@ def _parse_pricing(raw: dict[str, Any], where: str) -> PricingLine:
     billable, unit = raw.get("billable"), raw.get("unit")
     if billable not in BILLABLES or unit not in UNITS:
         raise CatalogError(f"{where}: pricing line needs billable in {BILLABLES} and unit in {UNITS}")
+    where = f"{where}: {billable} per {unit}"
+    first, pixels = raw.get("first_unit_usd"), raw.get("pixels_per_megapixel")
+    if (first is not None or pixels is not None) and unit != "megapixel":
+        raise CatalogError(f"{where}: first_unit_usd and pixels_per_megapixel need unit megapixel")
+    if first is not None and billable not in IMAGE_BILLABLES:
+        raise CatalogError(f"{where}: first_unit_usd prices the first unit of each image; {billable} has none")
+    if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels <= 0):
+        raise CatalogError(f"{where}: pixels_per_megapixel must be a positive whole number")
+    return PricingLine(
+        billable,
+        unit,
+        _price(raw.get("cost_usd"), "cost_usd", where),
+        raw.get("variant"),
+        first_unit_usd=None if first is None else _price(first, "first_unit_usd", where),
+        pixels_per_megapixel=pixels,
+    )
+
+
+def _price(raw: Any, key: str, where: str) -> Decimal:
     # Through str(): a YAML float like 0.00003 must become Decimal("0.00003"), not its binary value.
-    return PricingLine(billable, unit, Decimal(str(raw["cost_usd"])), raw.get("variant"))
+    try:
+        price = Decimal(str(raw)) if isinstance(raw, (int, float, str)) else None
+    except ArithmeticError:
+        price = None
+    if price is None or isinstance(raw, bool) or not price.is_finite() or price < 0:
+        raise CatalogError(f"{where}: {key} must be a price in USD, 0 or more")
+    return price
 
 
 def _parse_size_rules(raw: dict[str, Any], where: str) -> SizeRules:

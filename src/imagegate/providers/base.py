@@ -89,14 +89,15 @@ class Usage:
     """What one generation consumed, in every unit a pricing line may bill.
 
     Providers fill in what their upstream reports; the gateway fills in what it can
-    measure itself (image counts, megapixels of outputs and references).
+    measure itself (image counts, pixels of outputs and references). Pixels, not megapixels:
+    each pricing line says how many pixels its megapixel has.
     """
 
     output_images: int = 0
-    output_megapixels: Decimal = Decimal(0)
+    output_pixels: int = 0
     output_image_tokens: int = 0
     input_images: int = 0
-    input_megapixels: Decimal = Decimal(0)
+    input_pixels: int = 0
     input_image_tokens: int = 0
     input_text_tokens: int = 0
     input_fonts: int = 0

@@ -1,10 +1,14 @@
 """Black Forest Labs (FLUX.2, FLUX.1 Kontext): submit a task, poll it, download the result.
 
 Wire (providers.md §4; BFL's API reference): ``POST {base}/v1/{model}`` with the ``x-key``
-header and a JSON body answers ``{id, polling_url}``; ``GET polling_url`` answers a
-``status`` until it is ``Ready`` with ``result.sample``, a signed URL on an asset host that
-expires after about ten minutes, so it is downloaded at once. One image per task: the
-catalog sets ``images_per_call: 1`` and the gateway fans out for larger ``n``.
+header and a JSON body answers ``{id, polling_url, cost, input_mp, output_mp}``; ``GET
+polling_url`` answers a ``status`` until it is ``Ready`` with ``result.sample``, a signed URL on
+an asset host that expires after about ten minutes, so it is downloaded at once. One image per
+task: the catalog sets ``images_per_call: 1`` and the gateway fans out for larger ``n``.
+
+``cost`` is what BFL charges for the task, in credits: the submit answer's is its estimate, a
+``Ready`` poll may carry the settled one (``SettledCostResultResponse``), which wins. The cost
+BFL states is the cost; the catalog's lines price a task only when BFL states none.
 
 The polling URL is absolute and may name another host (``api.us1.bfl.ai`` …). The key goes
 only to the configured base URL's own scheme, host and port, or to a host matching
@@ -16,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import pybase64
 
-from imagegate import billing, imaging
+from imagegate import imaging
 from imagegate.errors import (
     InternalError,
     InvalidRequest,
@@ -75,6 +80,9 @@ PENDING = frozenset({"Pending"})
 #: Moderation status → what was refused.
 MODERATED = {"Request Moderated": "the request", "Content Moderated": "the generated image"}
 FAILED = frozenset({"Error", "Failed", "Task not found"})
+
+#: "1 credit = $0.01 USD" (https://docs.bfl.ai/quick_start/pricing).
+USD_PER_CREDIT = Decimal("0.01")
 
 
 # --- wire request ---
@@ -148,9 +156,9 @@ class BlackForestLabsProvider:
             raise InternalError(
                 f"{NAME} makes one image per task: its endpoints need images_per_call: 1"
             )
-        polling_url = await self._submit(job)
+        polling_url, estimated = await self._submit(job)
         headers = self._poll_headers(polling_url)
-        sample_url = None
+        answer = None
         failures = 0
         async for _ in polling(
             NAME,
@@ -175,21 +183,22 @@ class BlackForestLabsProvider:
                     raise _error(reply)
                 continue
             failures = 0
-            sample_url, progress = parse_poll(reply)
-            if sample_url is not None:
+            answer = parse_poll(reply)
+            if answer.sample is not None:
                 break
-            yield Progress(progress)
-        assert sample_url is not None  # polling() raises at the deadline instead of ending
-        data = await self._http.download(NAME, sample_url, deadline=job.deadline)
+            yield Progress(answer.progress)
+        assert answer is not None and answer.sample is not None  # polling() raises at the deadline
+        data = await self._http.download(NAME, answer.sample, deadline=job.deadline)
         try:
             info = imaging.probe(data)
         except ValueError:
             raise UpstreamError(f"{NAME} returned a result that is not an image") from None
         yield Image(Blob.from_raw(data), info.media_type, info.width, info.height)
-        yield Done(_usage(job))
+        settled = answer.credits if answer.credits is not None else estimated
+        yield Done(_usage(job, settled))
 
-    async def _submit(self, job: ProviderJob) -> str:
-        """Creates the task; its polling URL."""
+    async def _submit(self, job: ProviderJob) -> tuple[str, Decimal | None]:
+        """Creates the task; its polling URL and the credits BFL says it will charge."""
         url = self._base_url + SUBMIT_PATH.format(model=quote(job.upstream_model, safe=""))
         reply = await self._http.request(
             NAME,
@@ -208,9 +217,9 @@ class BlackForestLabsProvider:
                 f"{NAME} answered the submit without a task id", metadata={"provider_name": NAME}
             )
         polling_url = body.get("polling_url")
-        if isinstance(polling_url, str) and polling_url:
-            return polling_url
-        return self._base_url + LEGACY_POLL_PATH.format(id=quote(task_id, safe=""))
+        if not isinstance(polling_url, str) or not polling_url:
+            polling_url = self._base_url + LEGACY_POLL_PATH.format(id=quote(task_id, safe=""))
+        return polling_url, _credits(body.get("cost"))
 
     def _poll_headers(self, url: str) -> dict[str, str]:
         """``x-key`` for a trusted polling host; any other host is refused before contact."""
@@ -233,8 +242,18 @@ class BlackForestLabsProvider:
 # --- response parsing ---
 
 
-def parse_poll(reply: Reply) -> tuple[str | None, float | None]:
-    """``(sample URL, None)`` when ready, ``(None, progress)`` while pending; raises otherwise."""
+@dataclass(frozen=True, slots=True)
+class PollAnswer:
+    """A poll that did not fail: the result URL once ready, the progress while pending."""
+
+    sample: str | None = None
+    progress: float | None = None
+    #: The settled cost in credits, when the ready answer carries one.
+    credits: Decimal | None = None
+
+
+def parse_poll(reply: Reply) -> PollAnswer:
+    """The sample URL (and settled cost) when ready, the progress while pending; raises otherwise."""
     body = reply.json()
     status = body.get("status") if isinstance(body, dict) else None
     if not reply.ok and status not in FAILED:
@@ -247,11 +266,11 @@ def parse_poll(reply: Reply) -> tuple[str | None, float | None]:
             raise UpstreamError(
                 f"{NAME} reported the task ready without a result URL", metadata=metadata
             )
-        return sample, None
+        return PollAnswer(sample=sample, credits=_credits(body.get("cost")))
     if status in PENDING:
         progress = body.get("progress")
         fraction = progress if isinstance(progress, (int, float)) and 0 <= progress <= 1 else None
-        return None, fraction
+        return PollAnswer(progress=fraction)
     if status in MODERATED:
         reasons = _reasons(body.get("details"))
         message = f"{status}: {MODERATED[status]} was flagged" + (
@@ -270,16 +289,24 @@ def parse_poll(reply: Reply) -> tuple[str | None, float | None]:
     )
 
 
-def _usage(job: ProviderJob) -> Usage:
-    """One task; BFL also bills the references' megapixels (the gateway measures the output)."""
+def _usage(job: ProviderJob, credits: Decimal | None) -> Usage:
+    """One task, at the cost BFL stated; BFL also bills the references' megapixels (the
+    gateway measures the output)."""
     return Usage(
         output_images=1,
         input_images=len(job.references),
-        input_megapixels=sum(
-            (billing.megapixels(r.width, r.height) for r in job.references), Decimal(0)
-        ),
+        input_pixels=sum(r.width * r.height for r in job.references),
         requests=1,
+        stated_cost_usd=None if credits is None else credits * USD_PER_CREDIT,
     )
+
+
+def _credits(value: Any) -> Decimal | None:
+    """BFL's ``cost``: credits as a JSON number (nullable); anything else is no statement."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    credits = Decimal(str(value))  # the number as written, not its binary value
+    return credits if credits.is_finite() and credits >= 0 else None
 
 
 def _reasons(details: Any) -> str:

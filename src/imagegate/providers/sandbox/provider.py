@@ -11,7 +11,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from imagegate import errors, imaging
@@ -60,7 +59,6 @@ FAIL_MODES = (
 RATE_LIMIT_RETRY_AFTER_S = "2"
 
 # --- usage ---
-PIXELS_PER_MEGAPIXEL = 1024 * 1024
 PIXELS_PER_IMAGE_TOKEN = 1024
 CHARS_PER_TEXT_TOKEN = 4
 
@@ -189,10 +187,10 @@ def compute_usage(job: ProviderJob) -> Usage:
     ref_pixels = [ref.width * ref.height for ref in job.references]
     return Usage(
         output_images=n,
-        output_megapixels=Decimal(w * h * n) / Decimal(PIXELS_PER_MEGAPIXEL),
+        output_pixels=w * h * n,
         output_image_tokens=n * _ceil_div(w * h, PIXELS_PER_IMAGE_TOKEN),
         input_images=len(job.references),
-        input_megapixels=Decimal(sum(ref_pixels)) / Decimal(PIXELS_PER_MEGAPIXEL),
+        input_pixels=sum(ref_pixels),
         input_image_tokens=sum(_ceil_div(p, PIXELS_PER_IMAGE_TOKEN) for p in ref_pixels),
         input_text_tokens=max(1, _ceil_div(len(job.prompt), CHARS_PER_TEXT_TOKEN)),
         requests=1,

@@ -11,7 +11,9 @@ const BILLED = {
 
 /**
  * A pricing line in plain words, worded as `imagegate models` words it:
- * "$0.03 per megapixel of output", "$0.002 per reference image", "$0.001 per request".
+ * "$0.03 per megapixel of output", "$0.002 per reference image", "$0.001 per request",
+ * "$0.03 for the first megapixel of each image, then $0.015 per megapixel of output
+ * (1 megapixel = 1,000,000 pixels)".
  */
 export function describePrice(line) {
   const cost = `$${plainNumber(line.cost_usd)}`;
@@ -19,6 +21,12 @@ export function describePrice(line) {
   if (line.billable === "input_reference") text = `${cost} per reference image`;
   else if (line.unit === "request") text = `${cost} per request`;
   else text = `${cost} per ${line.unit} ${BILLED[line.billable] ?? `of ${line.billable}`}`;
+  if (line.first_unit_usd != null) {
+    text = `$${plainNumber(line.first_unit_usd)} for the first ${line.unit} of each image, then ${text}`;
+  }
+  if (line.pixels_per_megapixel != null) {
+    text += ` (1 megapixel = ${line.pixels_per_megapixel.toLocaleString("en-US")} pixels)`;
+  }
   return line.variant ? `${text} (${line.variant})` : text;
 }
 
