@@ -185,16 +185,23 @@ class Gateway:
         created = int(self.clock().timestamp())
         generation_id = new_generation_id(created)
         # The worst case over every endpoint it may fall back to: a 402 now, never a debt later.
-        reserved = await self.store.admit(
-            key,
-            generation_id=generation_id,
-            amount_usd=lambda: max(self._worst_case_cost(a, request, references, stream) for a in attempts),
-            ttl_s=self.options.reservation_ttl_s,
-        )
+        # Written down before money is held: a process killed at any point after holding it
+        # leaves a journal that releases it (``store/journal.py``).
+        if self.journal is not None:
+            self.journal.start(Started(generation_id, model.id, key.id, key.account_id, stream, created))
+        try:
+            reserved = await self.store.admit(
+                key,
+                generation_id=generation_id,
+                amount_usd=lambda: max(self._worst_case_cost(a, request, references, stream) for a in attempts),
+                ttl_s=self.options.reservation_ttl_s,
+            )
+        except BaseException:  # refused (402) or failed: nothing held, nothing to record
+            if self.journal is not None:
+                self.journal.finished(generation_id)
+            raise
         if reserved:
             self.holding.add(generation_id)
-        if self.journal is not None:
-            self.journal.start(Started(generation_id, model.id, key.id, key.account_id, reserved, stream, created))
         return Generation(
             id=generation_id,
             request=request,

@@ -278,7 +278,8 @@ class Generation:
         self.delivered = True
         outcome = self._outcome
         if self.gateway.journal is not None and outcome.answered is not None and outcome.error is None:
-            self.gateway.journal.delivered(self.id, outcome.cost.total, self._record_of(outcome))
+            self.gateway.journal.delivered(self.id, outcome.cost.total, self._record_of(outcome),
+                                           reserved=self.reserved)
 
     # --- the run ---
 

@@ -31,7 +31,7 @@ async def begin(store: Store, journal: Journal, amount: str = "0.5") -> tuple[st
     key = (await store.list_keys())[0] if await store.count_active_keys() else (await store.create_key("j"))[1]
     generation_id = new_generation_id()
     await store.reserve(key_id=key.id, generation_id=generation_id, amount_usd=D(amount), ttl_s=600)
-    journal.start(Started(generation_id, "imagegate/sandbox", key.id, key.account_id, True, False, 1_800_000_000))
+    journal.start(Started(generation_id, "imagegate/sandbox", key.id, key.account_id, False, 1_800_000_000))
     return generation_id, key.id
 
 
@@ -52,7 +52,7 @@ async def test_a_delivered_generation_is_billed_and_a_started_one_released_on_re
     journal = Journal(tmp_path / "journal")
     served, key_id = await begin(store, journal, "0.4")
     cut, _ = await begin(store, journal, "0.4")
-    journal.delivered(served, D("0.3"), delivered_record(served, key_id, "0.3"))
+    journal.delivered(served, D("0.3"), delivered_record(served, key_id, "0.3"), reserved=True)
     abandon(journal)
 
     assert await recover(tmp_path / "journal", store) == 2
@@ -71,7 +71,7 @@ async def test_a_generation_settled_before_the_kill_is_not_billed_twice(tmp_path
     journal = Journal(tmp_path / "journal")
     served, key_id = await begin(store, journal)
     record = delivered_record(served, key_id, "0.3")
-    journal.delivered(served, D("0.3"), record)
+    journal.delivered(served, D("0.3"), record, reserved=True)
     await store.finish(Settlement(served, D("0.3"), record=record))  # killed before "finished" was written
     abandon(journal)
     assert await recover(tmp_path / "journal", store) == 0
@@ -116,3 +116,23 @@ def test_a_journal_lock_dies_with_its_process(tmp_path: Path) -> None:
     [path] = folder.iterdir()
     with journal_module._claimed(path) as claimed:  # noqa: SLF001
         assert claimed
+
+
+async def test_without_a_reservation_a_delivered_generation_is_charged_directly_on_replay(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unmetered.db'}"
+    upgrade(url)
+    store = Store(url)  # no credit added: unmetered, nothing is reserved
+    try:
+        journal = Journal(tmp_path / "journal")
+        _secret, key = await store.create_key("free")
+        served, cut = new_generation_id(), new_generation_id()
+        for generation_id in (served, cut):
+            journal.start(Started(generation_id, "imagegate/sandbox", key.id, key.account_id, False, 1_800_000_000))
+        journal.delivered(served, D("0.3"), delivered_record(served, key.id, "0.3"), reserved=False)
+        abandon(journal)
+        assert await recover(tmp_path / "journal", store) == 2
+        assert (await store.get_generation(served)).cost_usd == D("0.3")
+        assert (await store.key_usage(key.id)).usage == D("0.3")
+        assert (await store.get_generation(cut)).status == "failed"
+    finally:
+        await store.close()

@@ -6,8 +6,9 @@ leave an image served and never billed, and a generation cut off would leave no 
 its money held until the reservation expires. So each process appends to a journal file of
 its own, as things happen, one JSON line each:
 
-- ``start``: a generation began (its key, account, whether money is held for it);
-- ``delivered``: its client has the whole answer, with the charge and the record to write;
+- ``start``: a generation began (its key and account), written before any money is held;
+- ``delivered``: its client has the whole answer, with the charge and the record to write
+  (and whether money was held for it);
 - ``finished``: the record and charge are in the database.
 
 The lines are written straight to the file (no buffering in the process), so they survive
@@ -58,7 +59,6 @@ class Started:
     model: str
     key_id: int
     account_id: int
-    reserved: bool
     streamed: bool
     created: int
 
@@ -78,8 +78,8 @@ class Journal:
     def start(self, started: Started) -> None:
         self._append(started.generation_id, {"event": "start", **dataclasses.asdict(started)})
 
-    def delivered(self, generation_id: str, cost_usd: Decimal, record: GenerationRecord) -> None:
-        self._append(generation_id, {"event": "delivered", "generation_id": generation_id,
+    def delivered(self, generation_id: str, cost_usd: Decimal, record: GenerationRecord, *, reserved: bool) -> None:
+        self._append(generation_id, {"event": "delivered", "generation_id": generation_id, "reserved": reserved,
                                      "cost_usd": str(cost_usd), "record": _record_json(record)})
 
     def finished(self, generation_id: str) -> None:
@@ -186,18 +186,20 @@ def _unfinished(path: Path) -> list[Settlement]:
 
 
 def _settlement(started: Started, delivered: dict[str, Any] | None) -> Settlement:
+    """A delivered generation is charged as it was shown; one cut off releases what may have
+    been held for it (a reservation that never was is simply not found)."""
     if delivered is not None:
-        cost = Decimal(delivered["cost_usd"])
+        cost, reserved = Decimal(delivered["cost_usd"]), delivered["reserved"]
         values = delivered["record"]
         record = GenerationRecord(**{**values, "created_at": datetime.fromisoformat(values["created_at"])})
     else:
-        cost = None
+        cost, reserved = None, True
         record = GenerationRecord(
             id=started.generation_id, model=started.model, key_id=started.key_id, status="failed",
             http_status=500, error_message=INTERRUPTED, streamed=started.streamed,
             created_at=datetime.fromtimestamp(started.created, UTC),
         )
-    return Settlement(started.generation_id, cost, reserved=started.reserved, key_id=started.key_id,
+    return Settlement(started.generation_id, cost, reserved=reserved, key_id=started.key_id,
                       account_id=started.account_id, record=record)
 
 
