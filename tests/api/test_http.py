@@ -266,22 +266,17 @@ def test_rate_limit_per_key_is_429_with_retry_after(make_server) -> None:
 
 
 def test_concurrent_generations_per_key_are_limited(make_server) -> None:
-    import concurrent.futures
-
-    from tests.waiting import eventually
-
     limited = make_server(rate_limit_concurrency=1)
-    slow = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512",
-            "provider": {"options": {"imagegate": {"latency_ms": 3000}}}}
+    slow = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512", "stream": True,
+            "provider": {"options": {"imagegate": {"latency_ms": 1500}}}}
     quick = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(post, limited, slow)
-        # Once the slow one holds the key's one slot, another is refused while it runs.
-        second = eventually(lambda: post(limited, quick), lambda r: r.status_code != 200 or first.done())
-        assert not first.done()
-        assert second.status_code == 429
-        assert first.result().status_code == 200
-    assert post(limited, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}).status_code == 200
+    with limited.client() as client:
+        # A stream's headers come once its generation holds the key's one slot.
+        with client.stream("POST", "/images", json=slow, headers=limited.auth()) as first:
+            assert first.status_code == 200
+            assert post(limited, quick).status_code == 429
+            assert first.read().endswith(b"data: [DONE]\n\n")
+    assert post(limited, quick).status_code == 200
 
 
 def test_an_exhausted_database_pool_is_a_503_with_retry_after_never_a_500(make_server) -> None:
