@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(40, ge=0, description="Extra connections allowed in a burst.")
     database_pool_timeout_s: float = Field(
         30.0, gt=0, description="Wait for a free connection before answering 503 (overloaded)."
+    )
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="SQLite only: `normal` flushes the write-ahead log to disk at checkpoints, `full` "
+        "at every commit. Neither loses a committed transaction when the process is killed; after a "
+        "power loss `normal` may lose the last ones.",
     )
     redis_url: str | None = Field(
         None, description="Redis shared by every instance: rate limits and endpoint health."

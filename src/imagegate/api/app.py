@@ -55,6 +55,7 @@ def create_app(
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout_s,
             cache_ttl_s=settings.cache_ttl_s,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         if replayed := await journal.recover(settings.journal_dir, store):
             log.warning("settled %d generations a process that died left open (its journal)", replayed)

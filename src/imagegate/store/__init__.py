@@ -21,6 +21,7 @@ crashed processes had reserved.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -30,11 +31,13 @@ from sqlalchemy.engine import URL
 
 from imagegate.store.accounts import AccountRecord, AccountRepository, KeyUsage
 from imagegate.store.activity import ActivityRepository
+from imagegate.store import tx
 from imagegate.store.db import (
     DEFAULT_DATABASE_URL,
     create_engine,
     create_sessionmaker,
     immediate,
+    sqlite_sync_engine,
 )
 from imagegate.store.errors import (
     ACCOUNT_CREDITS,
@@ -92,14 +95,17 @@ class Store:
         self.engine = create_engine(database_url, **engine_options)
         self.sessionmaker = create_sessionmaker(self.engine)
         writer = immediate(self.engine)
+        sqlite = sqlite_sync_engine(self.engine, sqlite_synchronous=engine_options.get("sqlite_synchronous", "normal"))
+        self._whole = tx.WholeWriter(writer, sqlite)
         self._keys = KeyRepository(self.sessionmaker, cache_ttl_s=cache_ttl_s)
         self._accounts = AccountRepository(self.engine, writer)
-        self._reservations = ReservationRepository(self.engine, writer, cache_ttl_s=cache_ttl_s)
+        self._reservations = ReservationRepository(self.engine, writer, self._whole, cache_ttl_s=cache_ttl_s)
         self._generations = GenerationRepository(self.sessionmaker)
         self._activity = ActivityRepository(self.sessionmaker)
 
     async def close(self) -> None:
         await self._reservations.wait_idle()
+        await asyncio.to_thread(self._whole.close)
         await self.engine.dispose()
 
     # keys

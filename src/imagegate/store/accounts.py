@@ -19,7 +19,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Select, case, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store import tx
@@ -179,15 +180,21 @@ class AccountRepository:
         )
 
 
-async def key_spent(conn: AsyncConnection, key_id: int, since: datetime | None) -> int:
-    """Nano-USD the key was charged since ``since`` (all time when ``None``)."""
-    return (await _spent_since(conn, key_id, {"since": since}))["since"]
+def key_spent(conn: Connection, key_id: int, since: datetime | None) -> int:
+    """Nano-USD the key was charged since ``since`` (all time when ``None``); synchronous,
+    for transactions run as one piece (``holds.reserve_all``)."""
+    return -int(conn.execute(_spent_query(key_id, {"since": since})).one().since)
 
 
 async def _spent_since(
     conn: AsyncConnection, key_id: int, starts: dict[str, datetime | None]
 ) -> dict[str, int]:
     """Charges to ``key_id`` since each of ``starts``, in one pass over the key's ledger."""
+    row = (await conn.execute(_spent_query(key_id, starts))).one()
+    return {name: -int(row._mapping[name]) for name in starts}
+
+
+def _spent_query(key_id: int, starts: dict[str, datetime | None]) -> Select[Any]:
     columns = [
         func.coalesce(
             func.sum(
@@ -199,9 +206,7 @@ async def _spent_since(
         ).label(name)
         for name, start in starts.items()
     ]
-    query = select(*columns).where(_ledger.c.key_id == key_id, _ledger.c.kind == "charge")
-    row = (await conn.execute(query)).one()
-    return {name: -int(row._mapping[name]) for name in starts}
+    return select(*columns).where(_ledger.c.key_id == key_id, _ledger.c.kind == "charge")
 
 
 async def _ledger_sum(conn: AsyncConnection, condition: Any) -> int:

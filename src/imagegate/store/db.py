@@ -1,8 +1,10 @@
 """Engine and session factory.
 
 ``create_engine(url)`` returns an ``AsyncEngine``. For SQLite every new connection gets
-``journal_mode=WAL``, ``busy_timeout=5000`` and ``foreign_keys=ON``, and a missing parent
-directory of the database file is created. A URL without an async driver is given one
+``journal_mode=WAL``, ``busy_timeout=5000``, ``foreign_keys=ON`` and ``synchronous=NORMAL``
+unless asked for ``FULL`` (in WAL mode NORMAL loses nothing when the process is killed, only
+the last transactions if the machine itself loses power, and saves a disk flush per commit),
+and a missing parent directory of the database file is created. A URL without an async driver is given one
 (``sqlite://`` → ``sqlite+aiosqlite://``, ``postgresql://`` → ``postgresql+asyncpg://``).
 
 On SQLite, SQLAlchemy emits BEGIN itself instead of the sqlite3 driver (which only begins
@@ -20,7 +22,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import create_engine as _create_sync_engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
@@ -28,6 +31,7 @@ from imagegate.store.coltypes import dump_json
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///imagegate.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_SYNCHRONOUS = ("normal", "full")
 _BEGIN_OPTION = "imagegate_sqlite_begin"
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -53,7 +57,7 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _sqlite_on_connect(foreign_keys: bool) -> Callable[[Any, Any], None]:
+def _sqlite_on_connect(foreign_keys: bool, synchronous: str) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_sqlite_begin)
         cursor = dbapi_connection.cursor()
@@ -62,6 +66,7 @@ def _sqlite_on_connect(foreign_keys: bool) -> Callable[[Any, Any], None]:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.fetchall()
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         finally:
             cursor.close()
 
@@ -73,7 +78,11 @@ def _on_sqlite_begin(connection: Connection) -> None:
 
 
 def create_engine(
-    database_url: str | URL = DEFAULT_DATABASE_URL, *, foreign_keys: bool = True, **kwargs: Any
+    database_url: str | URL = DEFAULT_DATABASE_URL,
+    *,
+    foreign_keys: bool = True,
+    sqlite_synchronous: str = "normal",
+    **kwargs: Any,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` for ``database_url``; ``kwargs`` go to ``create_async_engine``.
 
@@ -93,9 +102,26 @@ def create_engine(
     kwargs.setdefault("json_deserializer", orjson.loads)
     engine = _create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys))
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}")
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(foreign_keys, sqlite_synchronous))
         event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
     return engine
+
+
+def sqlite_sync_engine(engine: AsyncEngine, *, sqlite_synchronous: str = "normal") -> Engine | None:
+    """For a file-backed SQLite ``engine``: a synchronous engine on the same file whose
+    transactions begin ``IMMEDIATE``, for work run as one piece in a thread (``tx.py``);
+    ``None`` for other databases."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or sqlite_file(url) is None:
+        return None
+    sync = _create_sync_engine(
+        url.set(drivername="sqlite"), connect_args={"check_same_thread": False}, pool_size=1, max_overflow=0
+    )
+    event.listen(sync, "connect", _sqlite_on_connect(True, sqlite_synchronous))
+    event.listen(sync, "begin", _on_sqlite_begin)
+    return sync.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
 
 
 def immediate(engine: AsyncEngine) -> AsyncEngine:

@@ -63,11 +63,15 @@ _POOL_ATTEMPTS = 6
 
 
 class ReservationRepository:
-    def __init__(self, engine: AsyncEngine, writer: AsyncEngine, *, cache_ttl_s: float = 0.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, writer: AsyncEngine, whole: tx.WholeWriter, *, cache_ttl_s: float = 0.0
+    ) -> None:
         """``cache_ttl_s`` > 0: whether an account is metered is remembered that long (a first
-        top-up by another process is seen within it; by this process's store at once)."""
+        top-up by another process is seen within it; by this process's store at once).
+        Reservations, on every request's path, are written as one piece by ``whole``."""
         self._engine = engine
         self._writer = writer
+        self._whole = whole
         self._metered = TTLCache[int, bool](cache_ttl_s)
         self._metered_loads = SharedLoads[int, bool]()
         self._forgotten = 0  # accounts changed through this store
@@ -134,7 +138,7 @@ class ReservationRepository:
         ``LookupError`` for an unknown key.
         """
         hold = Hold(key_id, generation_id, to_decimal(amount_usd), ttl_s)
-        [refusal] = await tx.write(self._writer, lambda conn: reserve_all(conn, [hold], now or utcnow()))
+        [refusal] = await self._whole.write(lambda conn: reserve_all(conn, [hold], now or utcnow()))
         if refusal is not None:
             raise refusal
 
@@ -153,7 +157,7 @@ class ReservationRepository:
 
     async def _hold_batch(self, batch: list[Hold]) -> list[Exception | None]:
         # A pool timeout is not retried here: the request gets its 503 and may come back.
-        return await tx.write(self._writer, lambda conn: reserve_all(conn, batch, utcnow()))
+        return await self._whole.write(lambda conn: reserve_all(conn, batch, utcnow()))
 
     async def _settle_batch(self, batch: list[Settlement]) -> list[int | Exception]:
         for attempt in range(_POOL_ATTEMPTS):  # a burst may hold every pooled connection
