@@ -39,10 +39,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Wait for a free connection before answering 503 (overloaded)."
     )
     sqlite_synchronous: Literal["normal", "full"] = Field(
-        "normal",
-        description="SQLite only: `normal` flushes the write-ahead log to disk at checkpoints, `full` "
-        "at every commit. Neither loses a committed transaction when the process is killed; after a "
-        "power loss `normal` may lose the last ones.",
+        "full",
+        description="SQLite only: `full` flushes the write-ahead log to disk at every commit, `normal` "
+        "only at checkpoints. Neither loses a committed transaction when the process is killed; after "
+        "a power loss `normal` may lose the last ones.",
     )
     redis_url: str | None = Field(
         None, description="Redis shared by every instance: rate limits and endpoint health."

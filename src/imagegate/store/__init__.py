@@ -95,7 +95,7 @@ class Store:
         self.engine = create_engine(database_url, **engine_options)
         self.sessionmaker = create_sessionmaker(self.engine)
         writer = immediate(self.engine)
-        sqlite = sqlite_sync_engine(self.engine, sqlite_synchronous=engine_options.get("sqlite_synchronous", "normal"))
+        sqlite = sqlite_sync_engine(self.engine, sqlite_synchronous=engine_options.get("sqlite_synchronous", "full"))
         self._whole = tx.WholeWriter(writer, sqlite)
         self._keys = KeyRepository(self.sessionmaker, cache_ttl_s=cache_ttl_s)
         self._accounts = AccountRepository(self.engine, writer)

@@ -1,8 +1,8 @@
 """Engine and session factory.
 
 ``create_engine(url)`` returns an ``AsyncEngine``. For SQLite every new connection gets
-``journal_mode=WAL``, ``busy_timeout=5000``, ``foreign_keys=ON`` and ``synchronous=NORMAL``
-unless asked for ``FULL`` (in WAL mode NORMAL loses nothing when the process is killed, only
+``journal_mode=WAL``, ``busy_timeout=5000``, ``foreign_keys=ON`` and ``synchronous=FULL``
+unless asked for ``NORMAL`` (in WAL mode NORMAL loses nothing when the process is killed, only
 the last transactions if the machine itself loses power, and saves a disk flush per commit),
 and a missing parent directory of the database file is created. A URL without an async driver is given one
 (``sqlite://`` → ``sqlite+aiosqlite://``, ``postgresql://`` → ``postgresql+asyncpg://``).
@@ -81,7 +81,7 @@ def create_engine(
     database_url: str | URL = DEFAULT_DATABASE_URL,
     *,
     foreign_keys: bool = True,
-    sqlite_synchronous: str = "normal",
+    sqlite_synchronous: str = "full",
     **kwargs: Any,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` for ``database_url``; ``kwargs`` go to ``create_async_engine``.
@@ -109,7 +109,7 @@ def create_engine(
     return engine
 
 
-def sqlite_sync_engine(engine: AsyncEngine, *, sqlite_synchronous: str = "normal") -> Engine | None:
+def sqlite_sync_engine(engine: AsyncEngine, *, sqlite_synchronous: str = "full") -> Engine | None:
     """For a file-backed SQLite ``engine``: a synchronous engine on the same file whose
     transactions begin ``IMMEDIATE``, for work run as one piece in a thread (``tx.py``);
     ``None`` for other databases."""
