@@ -864,11 +864,13 @@ async def test_settlements_finishing_together_share_one_transaction_and_book_exa
         nonlocal commits
         commits += 1
 
-    event.listen(store.engine.sync_engine, "commit", count)
+    for engine in store.write_engines:
+        event.listen(engine, "commit", count)
     try:
         results = await asyncio.gather(*(store.finish(s) for s in settlements))
     finally:
-        event.remove(store.engine.sync_engine, "commit", count)
+        for engine in store.write_engines:
+            event.remove(engine, "commit", count)
     assert commits == 1
     assert results == [D("0.2"), D(0), D("0.7")]  # the last past its reservation, in full
     account = await store.get_account()
@@ -1030,13 +1032,15 @@ async def test_200_concurrent_admissions_batch_their_holds_and_admit_exactly_wha
             return exc.source
         return "held"
 
-    event.listen(store.engine.sync_engine, "commit", count)
+    for engine in store.write_engines:
+        event.listen(engine, "commit", count)
     try:
         outcomes = await asyncio.gather(*(
             admit(s, k) for _ in range(50) for s in (store, other) for k in (limited, free)
         ))
     finally:
-        event.remove(store.engine.sync_engine, "commit", count)
+        for engine in store.write_engines:
+            event.remove(engine, "commit", count)
         await other.close()
     assert outcomes.count("held") == 10  # 0.4 of credit, 0.04 each
     assert outcomes.count(KEY_LIMIT) <= 95  # the limited key may have 5 at most (0.2)

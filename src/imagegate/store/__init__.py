@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 
 from imagegate.store.accounts import AccountRecord, AccountRepository, KeyUsage
 from imagegate.store.activity import ActivityRepository
@@ -102,6 +102,12 @@ class Store:
         self._reservations = ReservationRepository(self.engine, writer, self._whole, cache_ttl_s=cache_ttl_s)
         self._generations = GenerationRepository(self.sessionmaker)
         self._activity = ActivityRepository(self.sessionmaker)
+
+    @property
+    def write_engines(self) -> list[Engine]:
+        """The engines money is written through: the store's own, and on SQLite the one its
+        transactions written as one piece use (``tx.WholeWriter``)."""
+        return [self.engine.sync_engine, *([self._whole.sqlite] if self._whole.sqlite else [])]
 
     async def close(self) -> None:
         await self._reservations.wait_idle()

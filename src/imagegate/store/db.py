@@ -117,7 +117,8 @@ def sqlite_sync_engine(engine: AsyncEngine, *, sqlite_synchronous: str = "full")
     if url.get_backend_name() != "sqlite" or sqlite_file(url) is None:
         return None
     sync = _create_sync_engine(
-        url.set(drivername="sqlite"), connect_args={"check_same_thread": False}, pool_size=1, max_overflow=0
+        url.set(drivername="sqlite"), connect_args={"check_same_thread": False}, pool_size=1, max_overflow=0,
+        json_serializer=dump_json, json_deserializer=orjson.loads,
     )
     event.listen(sync, "connect", _sqlite_on_connect(True, sqlite_synchronous))
     event.listen(sync, "begin", _on_sqlite_begin)

@@ -178,9 +178,8 @@ class ReservationRepository:
     ) -> Decimal:
         """Charge ``actual_usd`` for the generation and release the rest of its reservation.
 
-        Returns the USD charged: ``actual_usd`` rounded half-up to the nano, but at most
-        the reservation (a larger actual cost is a pricing bug and is logged) and at most
-        the balance (a reservation reaped before this late settle no longer holds money).
+        Returns the USD charged: ``actual_usd`` rounded half-up to the nano, in full even past
+        the reservation or the balance (both logged; the account then owes the difference).
         Settling again charges nothing and returns what was charged the first time.
         ``LookupError`` when the generation was never reserved (or was released).
         """

@@ -54,19 +54,19 @@ class WholeWriter:
 
     def __init__(self, engine: AsyncEngine, sqlite: Engine | None) -> None:
         self._engine = engine
-        self._sqlite = sqlite
+        self.sqlite = sqlite
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer") if sqlite else None
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        if self._sqlite is None or self._thread is None:
+        if self.sqlite is None or self._thread is None:
             return await write(self._engine, lambda conn: conn.run_sync(work))
-        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(_write_here, self._sqlite, work))
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(_write_here, self.sqlite, work))
 
     def close(self) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
-        if self._sqlite is not None:
-            self._sqlite.dispose()
+        if self.sqlite is not None:
+            self.sqlite.dispose()
 
 
 def _write_here(engine: Engine, work: Callable[[Connection], T]) -> T:
