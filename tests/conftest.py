@@ -51,7 +51,11 @@ class LiveServer:
         return {"Authorization": f"Bearer {key or self.key}"}
 
     def create_key(self, name: str = "") -> str:
-        return asyncio.run(_with_store(self.database_url, lambda s: s.create_key(name)))[0]
+        return self.store_call(lambda s: s.create_key(name))[0]
+
+    def store_call(self, action: Callable[[Store], Any]) -> Any:
+        """``await action(store)`` on a store of this server's database, from a test's thread."""
+        return asyncio.run(_with_store(self.database_url, action))
 
 
 async def _with_store(url: str, action: Callable) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import io
@@ -24,7 +23,6 @@ from imagegate.providers.bfl import BlackForestLabsProvider
 from imagegate.providers.http import HttpPool
 from imagegate.settings import Settings
 from imagegate.sizing import AppliedSize, SizeRequest, resolve_size
-from imagegate.store import Store
 from tests.conftest import LiveServer, start_server
 from tests.emulators import bfl as bfl_emulator
 from tests.emulators.base import Emulator, EmulatorServer
@@ -439,14 +437,7 @@ def post(server: LiveServer, **body: Any) -> Any:
 
 
 def credits(server: LiveServer, amount: Decimal) -> None:
-    async def add() -> None:
-        store = Store(server.database_url)
-        try:
-            await store.add_credits(amount)
-        finally:
-            await store.close()
-
-    asyncio.run(add())
+    server.store_call(lambda s: s.add_credits(amount))
 
 
 def test_e2e_flux2_pixels_fan_out_and_each_task_pays_its_first_megapixel(live: tuple[LiveServer, Emulator]) -> None:

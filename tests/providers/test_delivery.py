@@ -7,7 +7,6 @@ client that reads to the end is.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 from decimal import Decimal
@@ -15,35 +14,12 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from imagegate.store import Store
 from tests.conftest import LiveServer
 from tests.waiting import eventually, wait_for_record
 
 BODY = {"model": "openai/gpt-image-2", "prompt": "a harbour", "size": "3840x2160", "n": 10,
         "output_format": "jpeg", "output_compression": 100,
         "provider": {"only": ["openai"], "allow_fallbacks": False}}
-
-
-def account(live: LiveServer):  # noqa: ANN201
-    async def run():  # noqa: ANN202
-        store = Store(live.database_url)
-        try:
-            return await store.get_account()
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def add_credits(live: LiveServer, usd: Decimal) -> None:
-    async def run() -> None:
-        store = Store(live.database_url)
-        try:
-            await store.add_credits(usd)
-        finally:
-            await store.close()
-
-    asyncio.run(run())
 
 
 def request(live: LiveServer) -> tuple[socket.socket, bytes]:
@@ -76,7 +52,7 @@ def metered(request: pytest.FixtureRequest, make_server, emulator) -> LiveServer
     openai = emulator("openai")
     live = make_server(providers={"openai": {"api_key": "test-key", "base_url": openai.url + "/v1"}},
                        relay_images=request.param == "relayed", relay_from_bytes=0)
-    add_credits(live, Decimal(10))
+    live.store_call(lambda s: s.add_credits(Decimal(10)))
     return live
 
 
@@ -88,7 +64,7 @@ def test_a_client_that_leaves_mid_answer_is_not_charged(metered: LiveServer) -> 
     sock.close()
     record = wait_for_record(metered, generation_id(head))
     assert record["status"] == "cancelled" and record["total_cost"] == 0
-    settled = eventually(lambda: account(metered), lambda a: a.reserved_usd == 0)
+    settled = eventually(lambda: metered.store_call(lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
     assert settled.balance_usd == Decimal(10)
 
 
@@ -102,5 +78,5 @@ def test_a_client_that_reads_it_all_is_charged_what_it_was_shown(metered: LiveSe
     cost = float(received.rsplit(b'"cost":', 1)[1].split(b",", 1)[0])
     record = wait_for_record(metered, generation_id(head))
     assert record["status"] == "succeeded" and record["total_cost"] == cost > 0
-    settled = eventually(lambda: account(metered), lambda a: a.reserved_usd == 0)
+    settled = eventually(lambda: metered.store_call(lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
     assert settled.balance_usd == Decimal(10) - Decimal(repr(cost))

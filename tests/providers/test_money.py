@@ -8,7 +8,6 @@ endpoint declares) get a 502 and charge nothing; one that reports no usage is st
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -17,7 +16,6 @@ import orjson
 import pytest
 
 from imagegate.catalog import load_catalog
-from imagegate.store import Store
 from tests.conftest import LiveServer
 from tests.emulators.base import Emulator
 from tests.providers.test_catalog_end_to_end import every_provider
@@ -26,26 +24,15 @@ from tests.waiting import eventually, wait_for_record
 CREDITS = Decimal(100)
 
 
-def store_call(live: LiveServer, action):  # noqa: ANN001, ANN201
-    async def run():  # noqa: ANN202
-        store = Store(live.database_url)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
 def settled_balance(live: LiveServer) -> Decimal:
     """The balance once no money is held for a running generation."""
-    return eventually(lambda: store_call(live, lambda s: s.get_account()), lambda a: a.reserved_usd == 0).balance_usd
+    return eventually(lambda: live.store_call(lambda s: s.get_account()), lambda a: a.reserved_usd == 0).balance_usd
 
 
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, Emulator]]]:
     with every_provider(tmp_path_factory.mktemp("money")) as (live, emus):
-        store_call(live, lambda s: s.add_credits(CREDITS))
+        live.store_call(lambda s: s.add_credits(CREDITS))
         yield live, emus
 
 

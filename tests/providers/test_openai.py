@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import openai as openai_sdk
@@ -24,11 +22,12 @@ from imagegate.providers.http import HttpPool
 from imagegate.providers.openai import AzureOpenAIProvider, OpenAIProvider
 from imagegate.settings import Settings
 from imagegate.sizing import SizeRequest, resolve_size
-from imagegate.store import AccountRecord, Store
+from imagegate.store import AccountRecord
 from tests.conftest import LiveServer
 from tests.emulators import openai as emulated
 from tests.emulators.base import Emulator
 from tests.emulators.images import synth
+from tests.waiting import eventually
 
 CATALOG = load_catalog()
 MODELS = ("openai/gpt-image-2", "openai/gpt-image-1.5", "openai/gpt-image-1-mini")
@@ -715,24 +714,9 @@ def test_gateway_falls_back_from_openai_to_azure_but_not_around_a_refusal(
     assert len(emu.requests) == 1  # a refusal is final: no other provider is asked
 
 
-def store_call(server: LiveServer, action: Callable) -> Any:
-    async def call() -> Any:
-        store = Store(server.database_url)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(call())
-
-
-def settled_account(server: LiveServer, within_s: float = 10.0) -> AccountRecord:
+def settled_account(server: LiveServer) -> AccountRecord:
     """The account once nothing is held for a generation any more (settled after the answer)."""
-    deadline = time.monotonic() + within_s
-    while (account := store_call(server, lambda s: s.get_account())).reserved_usd:
-        assert time.monotonic() < deadline, "the generation was never settled"
-        time.sleep(0.02)
-    return account
+    return eventually(lambda: server.store_call(lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -742,7 +726,7 @@ def test_a_metered_account_is_charged_the_whole_cost_of_a_4k_high_quality_image(
     server: LiveServer = make_server(
         providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
     )
-    store_call(server, lambda s: s.add_credits(Decimal("5")))
+    server.store_call(lambda s: s.add_credits(Decimal("5")))
     body = {"model": "openai/gpt-image-2", "prompt": PROMPT, "size": "3840x2160",
             "quality": "high", "output_format": "jpeg", "stream": stream}
     with server.client() as client:
@@ -763,7 +747,7 @@ def test_quality_auto_holds_as_much_as_high_quality(make_server, emu: Emulator) 
         providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
     )
     # Less than a 3840x2160 high-quality image can cost; far more than a low-quality one.
-    store_call(server, lambda s: s.add_credits(Decimal("0.40")))
+    server.store_call(lambda s: s.add_credits(Decimal("0.40")))
     body = {
         "model": "openai/gpt-image-2",
         "prompt": PROMPT,

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 
 from imagegate.store import GenerationRecord, Store, new_generation_id, upgrade
