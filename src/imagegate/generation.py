@@ -235,6 +235,7 @@ class Generation:
     #: The rate-limit slot this generation holds until it ends (not until the client leaves).
     lease: Lease = NO_LEASE
     _outcome: _Outcome = field(default_factory=_Outcome)
+    _handed_over: bool = False
     _started: float = 0.0
     _queue: asyncio.Queue[GatewayEvent | None] = field(default_factory=asyncio.Queue)
     _consumed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -271,14 +272,24 @@ class Generation:
             if not self.delivered and self.gateway.options.cancel_on_disconnect and self._task:
                 self._task.cancel()  # the operator chose to stop paying for abandoned work
 
-    def mark_delivered(self) -> None:
-        """The client has the whole answer: it is billed, and the journal says so at once, so
-        that a process killed before the record is written still bills it (``store/journal.py``)."""
-        self.delivered = True
+    def handing_over(self) -> None:
+        """The last bytes of the client's answer are about to be written. Written down first
+        (``store/journal.py``): a process killed once they are out still bills the answer."""
         outcome = self._outcome
         if self.gateway.journal is not None and outcome.answered is not None and outcome.error is None:
-            self.gateway.journal.delivered(self.id, outcome.cost.total, self._record_of(outcome),
+            self.gateway.journal.delivered(self.id, outcome.cost.total, self._record_of(outcome, billed=True),
                                            reserved=self.reserved)
+            self._handed_over = True
+
+    def mark_delivered(self) -> None:
+        """The client has the whole answer: it is billed."""
+        self.delivered = True
+
+    def withdraw(self) -> None:
+        """The client left before the end of its answer (which may already be written down as
+        handed over)."""
+        if self._handed_over and self.gateway.journal is not None:
+            self.gateway.journal.withdrawn(self.id)
 
     # --- the run ---
 
@@ -500,12 +511,13 @@ class Generation:
             # Renewed until here, so a settlement that had to wait never finds its money reaped.
             self.gateway.holding.discard(self.id)
 
-    def _record_of(self, outcome: _Outcome) -> GenerationRecord:
-        """The generation's record as things stand: billed when its answer was delivered."""
+    def _record_of(self, outcome: _Outcome, *, billed: bool | None = None) -> GenerationRecord:
+        """The generation's record as things stand: billed when its answer was delivered (or
+        as it will be once handed over, ``billed=True``)."""
         error, answered = outcome.error, outcome.answered
         last = answered or _attempt_by_slug(self.attempts, outcome.tried[-1]["provider_slug"] if outcome.tried else None)
         succeeded = error is None and answered is not None
-        billed = succeeded and self.delivered
+        billed = succeeded and (self.delivered if billed is None else billed)
         status = "succeeded" if billed else "cancelled" if succeeded or outcome.cancelled else "failed"
         usage, started = outcome.usage, self._started
         return GenerationRecord(

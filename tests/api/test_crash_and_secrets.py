@@ -222,8 +222,10 @@ def test_sigkill_under_load_bills_every_answer_and_records_every_cut_request(tmp
     for generation_id, shown in answered.items():  # every answer the clients got: billed as shown
         assert records[generation_id].status == "succeeded"
         assert records[generation_id].cost_usd == Decimal(repr(shown))
+    # Billed without an answer on the client's side: only a request the kill cut off between
+    # writing down its hand-over and its last bytes leaving (a few statements; never seen here).
     succeeded = {i for i, r in records.items() if r.status == "succeeded"}
-    assert succeeded == set(answered)  # nothing billed that no client got
+    assert len(succeeded - set(answered)) <= len(cut)
     interrupted = [r for r in records.values() if r.status == "failed"]
     assert interrupted and all(r.cost_usd == 0 and "interrupted" in r.error_message for r in interrupted)
     charged = sum((r.cost_usd for r in records.values()), Decimal(0))

@@ -64,6 +64,17 @@ async def test_a_delivered_generation_is_billed_and_a_started_one_released_on_re
     assert list((tmp_path / "journal").iterdir()) == []  # replayed once, then gone
 
 
+async def test_an_answer_the_client_left_before_its_end_is_not_billed_on_replay(tmp_path: Path, store: Store) -> None:
+    journal = Journal(tmp_path / "journal")
+    left, key_id = await begin(store, journal, "0.4")
+    journal.delivered(left, D("0.3"), delivered_record(left, key_id, "0.3"), reserved=True)
+    journal.withdrawn(left)
+    abandon(journal)
+    assert await recover(tmp_path / "journal", store) == 1
+    assert (await store.get_generation(left)).status == "failed"
+    assert (await store.get_account()).balance_usd == D(1)
+
+
 async def test_a_generation_settled_before_the_kill_is_not_billed_twice(tmp_path: Path, store: Store) -> None:
     from imagegate.store import Settlement
 

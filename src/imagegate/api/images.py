@@ -141,6 +141,8 @@ async def _buffered(generation: Generation, request: Request) -> Response:
         def on_sent(whole: bool) -> None:
             if whole:  # billed only once the client has all of it
                 generation.mark_delivered()
+            else:
+                generation.withdraw()
             handed_over.__exit__(None, None, None)
 
         if isinstance(outcome, RelayedOut):
@@ -152,7 +154,8 @@ async def _buffered(generation: Generation, request: Request) -> Response:
         pieces = image_response_pieces(
             generation.created, ((img.b64, img.media_type) for img in images), outcome.usage
         )
-        return PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images), on_sent=on_sent)
+        return PiecesResponse(pieces, headers=_headers(generation, outcome.attempt, outcome.images),
+                              on_last=generation.handing_over, on_sent=on_sent)
     finally:
         if consuming is not None:
             consuming.__exit__(None, None, None)
@@ -232,6 +235,7 @@ async def _relayed_body(
         elif isinstance(event, ImageOut):
             yield (separator + IMAGE_ITEM_START, event.b64, image_item_end(event.media_type))
         elif isinstance(event, Finished):
+            generation.handing_over()
             yield (image_body_end(event.usage),)
             return
         elif isinstance(event, Failed):
@@ -303,6 +307,7 @@ async def _sse(generation: Generation, keepalive_s: float) -> AsyncIterator[Piec
                     yield _completed(generation, pending_image, None)
                 pending_image = event
             elif isinstance(event, Finished):
+                generation.handing_over()
                 if pending_image is not None:
                     yield _completed(generation, pending_image, event.usage)
                     pending_image = None

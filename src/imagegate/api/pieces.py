@@ -25,12 +25,17 @@ def client_gone(scope: Scope) -> bool:
 
 class PiecesResponse(Response):
     """A whole answer of known length, sent piece by piece (one body message each).
-    ``on_sent`` is told whether it reached the client whole, however it ends."""
+    ``on_last`` runs just before the last piece is sent; ``on_sent`` is told whether the answer
+    reached the client whole, however it ends."""
 
     media_type = "application/json"
 
-    def __init__(self, pieces: list[bytes | memoryview], *, headers: dict[str, str], on_sent: OnSent) -> None:
+    def __init__(
+        self, pieces: list[bytes | memoryview], *, headers: dict[str, str], on_last: Callable[[], object],
+        on_sent: OnSent,
+    ) -> None:
         self.pieces = pieces
+        self.on_last = on_last
         self.on_sent = on_sent
         super().__init__(None, headers={**headers, "Content-Length": str(sum(map(len, pieces)))})
 
@@ -40,6 +45,8 @@ class PiecesResponse(Response):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             last = len(self.pieces) - 1
             for i, piece in enumerate(self.pieces):
+                if i == last:
+                    self.on_last()
                 await send({"type": "http.response.body", "body": piece, "more_body": i < last})
             whole = not client_gone(scope)
         finally:

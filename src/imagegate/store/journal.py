@@ -7,8 +7,10 @@ its money held until the reservation expires. So each process appends to a journ
 its own, as things happen, one JSON line each:
 
 - ``start``: a generation began (its key and account), written before any money is held;
-- ``delivered``: its client has the whole answer, with the charge and the record to write
+- ``delivered``: the last bytes of its answer are about to go to the client (written first, so
+  that a kill once they are out still bills them), with the charge and the record to write
   (and whether money was held for it);
+- ``withdrawn``: the client left before the end after all;
 - ``finished``: the record and charge are in the database.
 
 The lines are written straight to the file (no buffering in the process), so they survive
@@ -81,6 +83,9 @@ class Journal:
     def delivered(self, generation_id: str, cost_usd: Decimal, record: GenerationRecord, *, reserved: bool) -> None:
         self._append(generation_id, {"event": "delivered", "generation_id": generation_id, "reserved": reserved,
                                      "cost_usd": str(cost_usd), "record": _record_json(record)})
+
+    def withdrawn(self, generation_id: str) -> None:
+        self._append(generation_id, {"event": "withdrawn", "generation_id": generation_id})
 
     def finished(self, generation_id: str) -> None:
         """Its record and charge are in the database (or it never got so far as to need them)."""
@@ -179,6 +184,8 @@ def _unfinished(path: Path) -> list[Settlement]:
             started[generation_id] = Started(**entry)
         elif event == "delivered":
             delivered[generation_id] = entry
+        elif event == "withdrawn":
+            delivered.pop(generation_id, None)
         else:
             started.pop(generation_id, None)
             delivered.pop(generation_id, None)
