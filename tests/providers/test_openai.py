@@ -40,6 +40,12 @@ def emu(emulator: Callable[..., Emulator]) -> Emulator:
 
 
 @pytest.fixture
+def openai_server(make_server: Callable[..., LiveServer], emu: Emulator) -> LiveServer:
+    """An imagegate server whose OpenAI provider is the emulator."""
+    return make_server(providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}})
+
+
+@pytest.fixture
 def provider(emu: Emulator, http: HttpPool) -> OpenAIProvider:
     return OpenAIProvider.configure(
         {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}, http
@@ -606,11 +612,8 @@ def token_cost(
 
 
 def test_gateway_generates_with_openai_and_bills_the_reported_tokens(
-    make_server, emu: Emulator
+    openai_server: LiveServer, emu: Emulator
 ) -> None:
-    server: LiveServer = make_server(
-        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
-    )
     body = {
         "model": "openai/gpt-image-2",
         "prompt": PROMPT,
@@ -620,8 +623,8 @@ def test_gateway_generates_with_openai_and_bills_the_reported_tokens(
         "n": 2,
         "provider": {"options": {"openai": {"moderation": "low"}}},
     }
-    with server.client() as client:
-        response = client.post("/images", json=body, headers=server.auth())
+    with openai_server.client() as client:
+        response = client.post("/images", json=body, headers=openai_server.auth())
     assert response.status_code == 200, response.text
     assert response.headers["x-provider-name"] == "OpenAI"
     assert response.headers["x-imagegate-size"] == "1360x768"
@@ -644,11 +647,8 @@ def test_gateway_generates_with_openai_and_bills_the_reported_tokens(
 
 
 def test_gateway_streams_openai_previews_then_the_image_with_its_cost(
-    make_server, emu: Emulator
+    openai_server: LiveServer, emu: Emulator
 ) -> None:
-    server: LiveServer = make_server(
-        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
-    )
     body = {
         "model": "openai/gpt-image-1.5",
         "prompt": PROMPT,
@@ -656,9 +656,9 @@ def test_gateway_streams_openai_previews_then_the_image_with_its_cost(
         "aspect_ratio": "3:2",
         "background": "transparent",
     }
-    with server.client() as client:
+    with openai_server.client() as client:
         response = client.post(
-            "/images", json=body, headers={**server.auth(), "Accept": "text/event-stream"}
+            "/images", json=body, headers={**openai_server.auth(), "Accept": "text/event-stream"}
         )
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.content)
@@ -721,16 +721,13 @@ def settled_account(server: LiveServer) -> AccountRecord:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_metered_account_is_charged_the_whole_cost_of_a_4k_high_quality_image(
-    make_server, emu: Emulator, stream: bool
+    openai_server: LiveServer, emu: Emulator, stream: bool
 ) -> None:
-    server: LiveServer = make_server(
-        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
-    )
-    server.store_call(lambda s: s.add_credits(Decimal("5")))
+    openai_server.store_call(lambda s: s.add_credits(Decimal("5")))
     body = {"model": "openai/gpt-image-2", "prompt": PROMPT, "size": "3840x2160",
             "quality": "high", "output_format": "jpeg", "stream": stream}
-    with server.client() as client:
-        response = client.post("/images", json=body, headers=server.auth())
+    with openai_server.client() as client:
+        response = client.post("/images", json=body, headers=openai_server.auth())
     assert response.status_code == 200, response.text
     usage = sse_events(response.content)[-1]["usage"] if stream else response.json()["usage"]
     out = output_tokens("openai/gpt-image-2", "high", 3840, 2160)
@@ -738,35 +735,29 @@ def test_a_metered_account_is_charged_the_whole_cost_of_a_4k_high_quality_image(
     cost = token_cost("openai/gpt-image-2", 5, 0, out)
     assert usage["cost"] == pytest.approx(float(cost))
     # What was held beforehand covered it: the charge is the cost, not the reservation.
-    account = settled_account(server)
+    account = settled_account(openai_server)
     assert account.total_usage_usd == cost and account.balance_usd == Decimal("5") - cost
 
 
-def test_quality_auto_holds_as_much_as_high_quality(make_server, emu: Emulator) -> None:
-    server: LiveServer = make_server(
-        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
-    )
+def test_quality_auto_holds_as_much_as_high_quality(openai_server: LiveServer, emu: Emulator) -> None:
     # Less than a 3840x2160 high-quality image can cost; far more than a low-quality one.
-    server.store_call(lambda s: s.add_credits(Decimal("0.40")))
+    openai_server.store_call(lambda s: s.add_credits(Decimal("0.40")))
     body = {
         "model": "openai/gpt-image-2",
         "prompt": PROMPT,
         "size": "3840x2160",
         "output_format": "jpeg",
     }
-    with server.client() as client:
+    with openai_server.client() as client:
         statuses = [
-            client.post("/images", json={**body, **quality}, headers=server.auth()).status_code
+            client.post("/images", json={**body, **quality}, headers=openai_server.auth()).status_code
             for quality in ({"quality": "high"}, {"quality": "auto"}, {}, {"quality": "low"})
         ]
     assert statuses == [402, 402, 402, 200]
     assert len(emu.requests) == 1
 
 
-def test_gateway_bills_text_the_model_writes_at_the_text_rate(make_server, emu: Emulator) -> None:
-    server: LiveServer = make_server(
-        providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}}
-    )
+def test_gateway_bills_text_the_model_writes_at_the_text_rate(openai_server: LiveServer, emu: Emulator) -> None:
     emu.state["output_text_tokens"] = 40
     body = {
         "model": "openai/gpt-image-2",
@@ -774,8 +765,8 @@ def test_gateway_bills_text_the_model_writes_at_the_text_rate(make_server, emu: 
         "quality": "low",
         "output_format": "jpeg",
     }
-    with server.client() as client:
-        usage = client.post("/images", json=body, headers=server.auth()).json()["usage"]
+    with openai_server.client() as client:
+        usage = client.post("/images", json=body, headers=openai_server.auth()).json()["usage"]
     image_tokens = output_tokens("openai/gpt-image-2", "low", 1024, 1024)
     assert usage["completion_tokens"] == image_tokens + 40
     assert usage["completion_tokens_details"]["image_tokens"] == image_tokens
