@@ -327,8 +327,9 @@ class Generation:
                     if outcome.first_event_at is None:
                         outcome.first_event_at = time.monotonic()
                     if isinstance(event, Usage):  # the provider's last word: the answer is complete
-                        self._check_reported(attempt, event)
-                        await self._answered(answer, outcome, event)
+                        ceiling = self._ceiling(attempt)
+                        self._check_reported(attempt, event, ceiling)
+                        await self._answered(answer, outcome, event, ceiling)
                         continue  # what is left is the provider's own teardown (its connection)
                     if isinstance(event, ImageOut):
                         answer.images.append(_describe(event))
@@ -367,11 +368,12 @@ class Generation:
                 await self._queue.put(Failed(exc))
                 return
             if outcome.answered is not attempt:  # ended without a word on usage: measured instead
-                await self._answered(answer, outcome, None)
+                await self._answered(answer, outcome, None, self._ceiling(attempt))
             return
 
-    async def _answered(self, answer: _Answer, outcome: _Outcome, reported: Usage | None) -> None:
-        """The attempt succeeded: it is recorded, and the client gets what it is owed and Finished."""
+    async def _answered(self, answer: _Answer, outcome: _Outcome, reported: Usage | None, ceiling: Usage) -> None:
+        """The attempt succeeded: it is recorded, and the client gets what it is owed and Finished.
+        ``ceiling`` is the most the attempt could consume (``_ceiling``)."""
         attempt = answer.attempt
         outcome.tried.append(_attempt_record(attempt, answer.started, None))
         megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in answer.images) / 1_000_000
@@ -383,7 +385,7 @@ class Generation:
         for event in answer.held:
             await self._queue.put(event)
         usage = _measured_usage(reported or Usage(), answer.images, self._references_for(attempt))
-        usage = self._unreported_tokens_priced(attempt, usage, len(answer.images))
+        usage = self._unreported_tokens_priced(attempt, usage, len(answer.images), ceiling)
         outcome.usage = usage
         outcome.cost = billing.compute_cost(attempt.endpoint.pricing, usage, attempt.size.resolution)
         await self._queue.put(Finished(billing.usage_to_wire(usage, outcome.cost), attempt, answer.images))
@@ -424,21 +426,20 @@ class Generation:
         return attempt.usage_ceiling(self.request.n or 1, self.request.prompt, self.references,
                                      streamed=self.streamed)
 
-    def _check_reported(self, attempt: Attempt, reported: Usage) -> None:
+    def _check_reported(self, attempt: Attempt, reported: Usage, ceiling: Usage) -> None:
         """Usage that cannot be true (negative, not a number, beyond what the endpoint declares)
         makes the answer malformed: a 502, nothing charged."""
         limits = attempt.token_limits(streamed=self.streamed)
-        if problem := billing.usage_problem(reported, self._ceiling(attempt), limits):
+        if problem := billing.usage_problem(reported, ceiling, limits):
             name = attempt.endpoint.provider_name
             log.warning("generation %s: %s reported an impossible usage: %s", self.id, name, problem)
             raise UpstreamError(f"{name} returned a malformed answer: its usage says {problem}",
                                 metadata={"provider_name": name})
 
-    def _unreported_tokens_priced(self, attempt: Attempt, usage: Usage, images: int) -> Usage:
+    def _unreported_tokens_priced(self, attempt: Attempt, usage: Usage, images: int, ceiling: Usage) -> Usage:
         """Tokens a paid endpoint bills that its upstream did not report, taken as the most the
-        endpoint declares for what was delivered: an answer without usage is never free."""
+        endpoint declares for what was delivered (``ceiling``): an answer without usage is never free."""
         billed = {line.billable for line in attempt.endpoint.pricing if line.unit == "token" and line.cost_usd}
-        ceiling = self._ceiling(attempt)
         filled: dict[str, int] = {}
         if "output_image" in billed and images and not usage.output_image_tokens:
             filled["output_image_tokens"] = ceiling.output_image_tokens // max(1, ceiling.output_images) * images
