@@ -82,16 +82,20 @@ class Samples:
         return statistics.median(self.latencies) if self.latencies else float("nan")
 
 
-async def interleaved_latency(targets: list[Target], *, rounds: int, per_round: int, warmup: int) -> dict[str, Samples]:
+async def interleaved_latency(targets: list[Target], *, rounds: int, per_round: int, warmup: int,
+                              alternate: bool = False) -> dict[str, Samples]:
     """Concurrency 1: each round sends ``per_round`` requests to every target in turn, so slow
-    drifts of the machine touch all targets alike."""
+    drifts of the machine touch all targets alike. ``alternate`` reverses the order every
+    other round, for a side-by-side comparison of two targets: what one still does after its
+    last answer (a gateway writing its batched records) then lands on the other as often as
+    the other's lands on it."""
     results = {t.name: Samples() for t in targets}
     async with session(limit=len(targets) * 2) as s:
         for t in targets:
             for _ in range(warmup):
                 await one(s, t)
-        for _ in range(rounds):
-            for t in targets:
+        for r in range(rounds):
+            for t in targets[::-1] if alternate and r % 2 else targets:
                 for _ in range(per_round):
                     try:
                         elapsed, size = await one(s, t)

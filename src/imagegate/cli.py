@@ -184,8 +184,9 @@ def credits_show() -> None:
     upgrade(settings.database_url)
     account = _run_store(settings.database_url, lambda store: store.get_account())
     balance = "unmetered (no credit limit)" if account.balance_usd is None else f"${account.balance_usd}"
+    held = f"; held ahead by running gateways ${account.held_ahead_usd}" if account.held_ahead_usd else ""
     out.print(f"balance {balance}; credits ${account.total_credits_usd}; used ${account.total_usage_usd}; "
-              f"reserved ${account.reserved_usd}")
+              f"reserved ${account.reserved_usd}{held}")
 
 
 def describe_price(line: PricingLine) -> str:

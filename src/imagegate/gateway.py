@@ -92,8 +92,6 @@ class Gateway:
         self.references = references
         self.options = options or GatewayOptions()
         self.health = health or HealthBook()
-        #: Generations whose reservation this process holds (renewed while they run).
-        self.holding: set[str] = set()
         #: Generations of this process not yet on record, so a lookup can wait for them.
         self._unrecorded: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,12 +135,12 @@ class Gateway:
                 await asyncio.wait_for(event.wait(), timeout)
 
     async def renew_reservations_forever(self) -> None:
-        """The heartbeat that keeps this process's reservations from being reaped."""
+        """The heartbeat that keeps the money this process holds from being reaped."""
         ttl = self.options.reservation_ttl_s
         while True:
             await asyncio.sleep(ttl / 4)  # three beats may be missed before anything is reaped
             try:
-                await self.store.renew(list(self.holding), ttl)
+                await self.store.heartbeat(ttl)
             except Exception:  # the next beat tries again, well before expiry
                 log.exception("renewing reservations failed")
 
@@ -190,9 +188,8 @@ class Gateway:
         if self.journal is not None:
             self.journal.start(Started(generation_id, model.id, key.id, key.account_id, stream, created))
         try:
-            reserved = await self.store.admit(
+            admission = await self.store.admit(
                 key,
-                generation_id=generation_id,
                 amount_usd=lambda: max(self._worst_case_cost(a, request, references, stream) for a in attempts),
                 ttl_s=self.options.reservation_ttl_s,
             )
@@ -200,8 +197,6 @@ class Gateway:
             if self.journal is not None:
                 self.journal.finished(generation_id)
             raise
-        if reserved:
-            self.holding.add(generation_id)
         return Generation(
             id=generation_id,
             request=request,
@@ -211,7 +206,7 @@ class Gateway:
             references=references,
             gateway=self,
             streamed=stream,
-            reserved=reserved,
+            admission=admission,
             created=created,
         )
 

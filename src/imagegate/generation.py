@@ -48,7 +48,7 @@ from imagegate.providers.base import (
 from imagegate.providers.relay import ByteRelay
 from imagegate.ratelimit import NO_LEASE, Lease
 from imagegate.sizing import AppliedSize
-from imagegate.store import GenerationRecord, KeyRecord, Settlement
+from imagegate.store import NOTHING_HELD, Admission, GenerationRecord, KeyRecord, Settlement
 from imagegate.wire import ImageRequest
 
 if TYPE_CHECKING:
@@ -225,8 +225,8 @@ class Generation:
     references: tuple[ReferenceImage, ...]
     gateway: Gateway
     streamed: bool = False
-    #: Money is held for it (else it is charged directly: no key limit, unmetered account).
-    reserved: bool = True
+    #: The money held for it (none: no key limit, unmetered account; charged when it settles).
+    admission: Admission = NOTHING_HELD
     #: Unix seconds, from the gateway's clock.
     created: int = 0
     delivered: bool = False
@@ -278,7 +278,7 @@ class Generation:
         outcome = self._outcome
         if self.gateway.journal is not None and outcome.answered is not None and outcome.error is None:
             self.gateway.journal.delivered(self.id, outcome.cost.total, self._record_of(outcome, billed=True),
-                                           reserved=self.reserved)
+                                           reserved=self.admission.reserved)
             self._handed_over = True
 
     def mark_delivered(self) -> None:
@@ -498,7 +498,8 @@ class Generation:
         record = self._record_of(outcome)
         # Charged what was delivered, nothing otherwise; the record goes in the same transaction.
         settlement = Settlement(
-            self.id, outcome.cost.total if record.status == "succeeded" else None, reserved=self.reserved,
+            self.id, outcome.cost.total if record.status == "succeeded" else None,
+            reserved=self.admission.reserved, share=self.admission.share,
             key_id=self.key.id, account_id=self.key.account_id, record=record,
         )
         try:
@@ -508,9 +509,6 @@ class Generation:
         else:
             if self.gateway.journal is not None:
                 self.gateway.journal.finished(self.id)
-        finally:
-            # Renewed until here, so a settlement that had to wait never finds its money reaped.
-            self.gateway.holding.discard(self.id)
 
     def _record_of(self, outcome: _Outcome, *, billed: bool | None = None) -> GenerationRecord:
         """The generation's record as things stand: billed when its answer was delivered (or

@@ -80,12 +80,14 @@ def test_sigkill_mid_generation_leaves_no_stuck_reservation_and_no_lost_charge(t
     # Settled just after the response.
     eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.balance_usd == Decimal("0.04"))
     threading.Thread(target=lambda: _ignore_errors(f"{first.api}/images", SLOW, auth), daemon=True).start()
-    eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.reserved_usd > 0)
+    eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.held_ahead_usd > 0)
     first.stop(signal.SIGKILL)
 
     second = Serve(tmp_path, url, **fast_reaping)
     try:
-        account = eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
+        # The dead process's allowance is given back by the replay of its journal.
+        account = eventually(lambda: store_call(url, lambda s: s.get_account()),
+                             lambda a: a.reserved_usd == 0 == a.held_ahead_usd)
         assert account.balance_usd == Decimal("0.04")  # the settled charge survived; nothing else taken
         assert store_call(url, lambda s: s.ledger_total()) == Decimal("0.04")
         # The released money is usable again: four more images fit exactly, the fifth does not.
@@ -160,9 +162,10 @@ def test_two_processes_on_one_postgresql_behave_as_one_gateway(tmp_path: Path, p
 
         statuses = asyncio.run(burst())
         assert statuses.count(200) == 10 and statuses.count(402) == 190
-        account = eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
+        account = eventually(lambda: store_call(url, lambda s: s.get_account()),
+                             lambda a: a.total_usage_usd == Decimal("0.10"))
         assert account.balance_usd == 0 == store_call(url, lambda s: s.ledger_total())
-        assert account.reserved_usd == 0
+        assert account.reserved_usd == 0 == account.held_ahead_usd  # every share charged and gone
     finally:
         for server in servers:
             server.stop()
@@ -214,8 +217,8 @@ def test_sigkill_under_load_bills_every_answer_and_records_every_cut_request(tmp
 
     restarted = Serve(tmp_path, url)  # replays the dead process's journal as it starts
     try:
-        account = eventually(lambda: store_call(url, lambda s: s.get_account()), lambda a: a.reserved_usd == 0,
-                             within_s=60)
+        account = eventually(lambda: store_call(url, lambda s: s.get_account()),
+                             lambda a: a.reserved_usd == 0 == a.held_ahead_usd, within_s=60)
         records = {r.id: r for r in store_call(url, lambda s: s.list_generations(limit=10_000))}
     finally:
         restarted.stop()

@@ -27,7 +27,7 @@ from tests.conftest import LiveServer
 from tests.emulators import openai as emulated
 from tests.emulators.base import Emulator
 from tests.emulators.images import synth
-from tests.waiting import eventually
+from tests.waiting import wait_for_record
 
 CATALOG = load_catalog()
 MODELS = ("openai/gpt-image-2", "openai/gpt-image-1.5", "openai/gpt-image-1-mini")
@@ -714,9 +714,10 @@ def test_gateway_falls_back_from_openai_to_azure_but_not_around_a_refusal(
     assert len(emu.requests) == 1  # a refusal is final: no other provider is asked
 
 
-def settled_account(server: LiveServer) -> AccountRecord:
-    """The account once nothing is held for a generation any more (settled after the answer)."""
-    return eventually(lambda: server.store_call(lambda s: s.get_account()), lambda a: a.reserved_usd == 0)
+def settled_account(server: LiveServer, response: httpx.Response) -> AccountRecord:
+    """The account once the answer's generation is on record (settled in the same transaction)."""
+    wait_for_record(server, response.headers["x-generation-id"])
+    return server.store_call(lambda s: s.get_account())
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -735,7 +736,7 @@ def test_a_metered_account_is_charged_the_whole_cost_of_a_4k_high_quality_image(
     cost = token_cost("openai/gpt-image-2", 5, 0, out)
     assert usage["cost"] == pytest.approx(float(cost))
     # What was held beforehand covered it: the charge is the cost, not the reservation.
-    account = settled_account(openai_server)
+    account = settled_account(openai_server, response)
     assert account.total_usage_usd == cost and account.balance_usd == Decimal("5") - cost
 
 

@@ -146,3 +146,30 @@ async def test_without_a_reservation_a_delivered_generation_is_charged_directly_
         assert (await store.get_generation(cut)).status == "failed"
     finally:
         await store.close()
+
+
+async def test_a_dead_process_allowance_is_given_back_and_its_delivered_shares_charged(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'allowance.db'}"
+    upgrade(url)
+    dead, survivor = Store(url), Store(url)
+    try:
+        await dead.add_credits(D(10))
+        _secret, key = await dead.create_key("k")
+        journal = Journal(tmp_path / "journal", allowances=dead.allowance_owner)
+        served, cut = new_generation_id(), new_generation_id()
+        for generation_id in (served, cut):
+            journal.start(Started(generation_id, "imagegate/sandbox", key.id, key.account_id, False, 1_800_000_000))
+            assert (await dead.admit(key, amount_usd=D("0.5"), ttl_s=600)).share is not None
+        held = (await survivor.get_account()).held_ahead_usd
+        assert held >= D(1)  # both shares, and some ahead for the next requests
+        journal.delivered(served, D("0.3"), delivered_record(served, key.id, "0.3"), reserved=False)
+        abandon(journal)  # killed: its store never settles, never gives its allowance back
+
+        assert await recover(tmp_path / "journal", survivor) == 2
+        account = await survivor.get_account()
+        assert (account.balance_usd, account.held_ahead_usd, account.reserved_usd) == (D("9.7"), 0, 0)
+        assert (await survivor.get_generation(served)).cost_usd == D("0.3")
+        assert (await survivor.get_generation(cut)).status == "failed"
+    finally:
+        await survivor.close()
+        await dead.engine.dispose()

@@ -111,7 +111,7 @@ async def key(store: Store):
 
 async def _audit(store: Store, account_id: int = 1) -> None:
     """The invariants: balance = ledger sum (below zero only where a charge exceeded it);
-    reserved = sum of live reservations."""
+    reserved + held ahead = sum of live reservations (allowances included)."""
     account = await store.get_account(account_id)
     async with store.engine.connect() as conn:
         live = await conn.scalar(
@@ -119,7 +119,7 @@ async def _audit(store: Store, account_id: int = 1) -> None:
                 Reservation.account_id == account_id, Reservation.reaped_at.is_(None)
             )
         )
-    assert account.reserved_usd == nano_to_usd(int(live))
+    assert account.reserved_usd + account.held_ahead_usd == nano_to_usd(int(live))
     if account.metered:
         assert account.balance_usd == await store.ledger_total(account_id)
         assert account.total_credits_usd - account.total_usage_usd == account.balance_usd
@@ -901,7 +901,7 @@ async def test_unmetered_account_and_key_without_limit_hold_nothing_and_are_char
     store: Store, key
 ) -> None:
     generation_id = new_generation_id()
-    assert not await store.admit(key, generation_id=generation_id, amount_usd=D(5), ttl_s=60)
+    assert not await store.admit(key, amount_usd=D(5), ttl_s=60)
     async with store.engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(Reservation)) == 0
     record = _generation(key.id, "x/one", datetime.now(UTC), "0", id=generation_id)
@@ -921,28 +921,29 @@ async def test_admit_prices_a_worst_case_given_as_a_callable_only_when_it_holds_
         return lambda: priced.append(amount) or D(amount)
 
     _, free = await store.create_key("free")
-    assert not await store.admit(free, generation_id=new_generation_id(), amount_usd=worst_case("9"), ttl_s=60)
+    assert not await store.admit(free, amount_usd=worst_case("9"), ttl_s=60)
     assert priced == []
     _, limited = await store.create_key("limited", limit_usd=D(1))
-    assert await store.admit(limited, generation_id=new_generation_id(), amount_usd=worst_case("0.5"), ttl_s=60)
+    assert await store.admit(limited, amount_usd=worst_case("0.5"), ttl_s=60)
     with pytest.raises(LimitExceeded):
-        await store.admit(limited, generation_id=new_generation_id(), amount_usd=worst_case("0.6"), ttl_s=60)
+        await store.admit(limited, amount_usd=worst_case("0.6"), ttl_s=60)
     assert priced == ["0.5", "0.6"]
-    assert (await store.key_usage(limited.id)).reserved == D("0.5")
+    usage = await store.key_usage(limited.id)
+    assert (usage.held_ahead, usage.reserved, usage.limit_remaining) == (D("0.5"), 0, D(1))
     await _audit(store)
 
 
 async def test_admit_reserves_when_a_key_limit_or_a_metered_account_could_refuse(store: Store) -> None:
     _, limited = await store.create_key("limited", limit_usd=D(1))
-    assert await store.admit(limited, generation_id=new_generation_id(), amount_usd=D("0.5"), ttl_s=60)
+    assert await store.admit(limited, amount_usd=D("0.5"), ttl_s=60)
     with pytest.raises(LimitExceeded):
-        await store.admit(limited, generation_id=new_generation_id(), amount_usd=D("0.6"), ttl_s=60)
+        await store.admit(limited, amount_usd=D("0.6"), ttl_s=60)
     _, free = await store.create_key("free")
-    assert not await store.admit(free, generation_id=new_generation_id(), amount_usd=D(9), ttl_s=60)
+    assert not await store.admit(free, amount_usd=D(9), ttl_s=60)
     await store.add_credits(D(1))
-    assert await store.admit(free, generation_id=new_generation_id(), amount_usd=D("0.2"), ttl_s=60)
+    assert await store.admit(free, amount_usd=D("0.2"), ttl_s=60)
     with pytest.raises(LimitExceeded) as refused:
-        await store.admit(free, generation_id=new_generation_id(), amount_usd=D(9), ttl_s=60)
+        await store.admit(free, amount_usd=D(9), ttl_s=60)
     assert refused.value.source == ACCOUNT_CREDITS
     await _audit(store)
 
@@ -956,15 +957,15 @@ async def test_cached_state_follows_this_stores_changes_at_once_and_others_withi
         secret, key = await cached.create_key("k")
         _, spender = await cached.create_key("spender")
         assert await cached.authenticate(secret) is not None
-        assert not await cached.admit(spender, generation_id=new_generation_id(), amount_usd=D(5), ttl_s=60)
+        assert not await cached.admit(spender, amount_usd=D(5), ttl_s=60)
         # Another process revokes the key and meters the account: seen once the TTL is over.
         await other.revoke_key(key.id)
         await other.add_credits(D(1))
         assert await cached.authenticate(secret) is not None
-        assert not await cached.admit(spender, generation_id=new_generation_id(), amount_usd=D(5), ttl_s=60)
+        assert not await cached.admit(spender, amount_usd=D(5), ttl_s=60)
         await eventually_async(lambda: cached.authenticate(secret), lambda found: found is None)
         with pytest.raises(LimitExceeded):  # metered now, and 5 USD is more than it holds
-            await cached.admit(spender, generation_id=new_generation_id(), amount_usd=D(5), ttl_s=60)
+            await cached.admit(spender, amount_usd=D(5), ttl_s=60)
         # Changes made through the caching store itself apply at once.
         secret, key = await cached.create_key("k2")
         assert await cached.authenticate(secret) is not None
@@ -997,9 +998,9 @@ async def test_a_burst_finding_its_key_and_account_uncached_reads_each_once(stor
         unknown = await asyncio.gather(*(cached.authenticate("sk-ig-v1-" + "x" * 40) for _ in range(20)))
         assert unknown == [None] * 20 and len(lookups) == 2
         admitted = await asyncio.gather(*(
-            cached.admit(found[0], generation_id=new_generation_id(), amount_usd=D(1), ttl_s=60) for _ in range(50)
+            cached.admit(found[0], amount_usd=D(1), ttl_s=60) for _ in range(50)
         ))
-        assert admitted == [False] * 50 and len(accounts) == 1  # unmetered: nothing held, read once
+        assert not any(admitted) and len(accounts) == 1  # unmetered: nothing held, read once
         # A revocation made through this store while a look-up is under way is not undone by
         # the look-up's (older) read.
         secret2, key2 = await cached.create_key("changing")
@@ -1027,7 +1028,7 @@ async def test_200_concurrent_admissions_batch_their_holds_and_admit_exactly_wha
 
     async def admit(s: Store, key) -> str:
         try:
-            await s.admit(key, generation_id=new_generation_id(), amount_usd=D("0.04"), ttl_s=60)
+            await s.admit(key, amount_usd=D("0.04"), ttl_s=60)
         except LimitExceeded as exc:
             return exc.source
         return "held"
@@ -1044,8 +1045,115 @@ async def test_200_concurrent_admissions_batch_their_holds_and_admit_exactly_wha
         await other.close()
     assert outcomes.count("held") == 10  # 0.4 of credit, 0.04 each
     assert outcomes.count(KEY_LIMIT) <= 95  # the limited key may have 5 at most (0.2)
-    assert (await store.key_usage(limited.id)).reserved <= D("0.2")
+    assert (await store.key_usage(limited.id)).held_ahead <= D("0.2")
     assert commits < 100  # 100 admissions through this store, far fewer transactions
     account = await store.get_account()
-    assert account.reserved_usd == D("0.4")
+    assert (account.held_ahead_usd, account.reserved_usd) == (D("0.4"), 0)
+    await _audit(store)
+
+
+# --- allowances: money held ahead, requests admitted from it without a write ---
+
+
+def _commits(store: Store) -> list[int]:
+    counted = [0]
+
+    def count(*_args) -> None:
+        counted[0] += 1
+
+    for engine in store.write_engines:
+        event.listen(engine, "commit", count)
+    return counted
+
+
+def _ended(key, admission, cost: str | None) -> Settlement:
+    generation_id = new_generation_id()
+    status = "succeeded" if cost is not None else "failed"
+    return Settlement(generation_id, None if cost is None else D(cost), reserved=False, share=admission.share,
+                      key_id=key.id, account_id=key.account_id,
+                      record=_generation(key.id, "x/one", datetime.now(UTC), cost or "0", id=generation_id, status=status))
+
+
+async def test_requests_are_admitted_from_an_allowance_written_once_for_many(store: Store, key) -> None:
+    await store.add_credits(D(100))
+    commits = _commits(store)
+    admitted = [await store.admit(key, amount_usd=D("0.04"), ttl_s=60) for _ in range(20)]
+    assert all(a.share is not None for a in admitted)
+    assert commits[0] == 1  # one write held money ahead for all twenty
+    assert (await store.get_account()).held_ahead_usd == D("1.28")  # 32 worst cases
+    for admission in admitted[:10]:
+        await store.finish(_ended(key, admission, "0.03"))
+    for admission in admitted[10:]:
+        await store.finish(_ended(key, admission, None))  # failed: charged nothing
+    account = await store.get_account()
+    # Charged ones leave the allowance as their own reservations would have been released.
+    assert (account.balance_usd, account.held_ahead_usd) == (D("99.7"), D("0.88"))
+    assert (await store.key_usage(key.id)).usage == D("0.3")
+    await _audit(store)
+
+
+async def test_one_process_refuses_exactly_what_reservations_of_their_own_would(store: Store) -> None:
+    await store.add_credits(D(1))
+    _, first = await store.create_key("first")
+    _, second = await store.create_key("second")
+    # The first key's allowance keeps spare money once its request failed...
+    await store.finish(_ended(first, await store.admit(first, amount_usd=D("0.04"), ttl_s=60), None))
+    assert (await store.get_account()).held_ahead_usd > 0
+    # ...which the second key gets back when it needs the account's every cent.
+    big = await store.admit(second, amount_usd=D("0.99"), ttl_s=60)
+    with pytest.raises(LimitExceeded) as refused:
+        await store.admit(first, amount_usd=D("0.02"), ttl_s=60)
+    assert refused.value.source == ACCOUNT_CREDITS and refused.value.available_usd == D("0.01")
+    await store.finish(_ended(second, big, "0.5"))
+    assert (await store.admit(first, amount_usd=D("0.5"), ttl_s=60)).share is not None
+    # A key limit counts the key's own spare money as available, and refuses past it.
+    await store.add_credits(D(1))
+    _, capped = await store.create_key("capped", limit_usd=D("0.3"))
+    await store.admit(capped, amount_usd=D("0.2"), ttl_s=60)
+    with pytest.raises(LimitExceeded) as refused:
+        await store.admit(capped, amount_usd=D("0.11"), ttl_s=60)
+    assert refused.value.source == KEY_LIMIT and refused.value.available_usd == D("0.1")
+    await _audit(store)
+
+
+async def test_an_allowance_holds_ahead_at_most_a_small_share_of_what_is_left(store: Store, key) -> None:
+    await store.add_credits(D("3.2"))
+    await store.admit(key, amount_usd=D("0.04"), ttl_s=60)
+    assert (await store.get_account()).held_ahead_usd == D("0.2")  # 1/16 of 3.2, not 32 × 0.04
+
+
+async def test_the_heartbeat_gives_back_an_idle_allowance_and_forgets_a_reaped_one(store: Store, key) -> None:
+    await store.add_credits(D(10))
+    await store.finish(_ended(key, await store.admit(key, amount_usd=D("0.04"), ttl_s=60), "0.04"))
+    await store.heartbeat(60)  # used since the last beat: kept, renewed
+    assert (await store.get_account()).held_ahead_usd > 0
+    await store.heartbeat(60)  # unused since: given back
+    await store.wait_idle()
+    account = await store.get_account()
+    assert (account.balance_usd, account.held_ahead_usd) == (D("9.96"), 0)
+
+    # A process that missed its renewals finds its allowance reaped and opens another.
+    admission = await store.admit(key, amount_usd=D("0.04"), ttl_s=60)
+    assert await store.reap_expired(now=datetime.now(UTC) + timedelta(minutes=5)) == 1
+    assert (await store.get_account()).held_ahead_usd == 0
+    await store.heartbeat(60)
+    await store.finish(_ended(key, admission, "0.04"))  # charged; nothing left to release
+    again = await store.admit(key, amount_usd=D("0.04"), ttl_s=60)
+    assert again.share.allowance_id != admission.share.allowance_id
+    account = await store.get_account()
+    assert (account.balance_usd, account.held_ahead_usd) == (D("9.92"), D("0.62"))  # 1/16 of what is left
+    await _audit(store)
+
+
+async def test_a_key_changed_through_the_store_stops_admitting_from_its_old_allowance(store: Store) -> None:
+    await store.add_credits(D(10))
+    _, key = await store.create_key("k", limit_usd=D(5))
+    before = await store.admit(key, amount_usd=D("0.04"), ttl_s=60)
+    await store.update_key(key.id, limit_usd=D("0.05"))
+    with pytest.raises(LimitExceeded) as refused:  # the old allowance held more than 0.05 allows
+        await store.admit(key, amount_usd=D("0.04"), ttl_s=60)
+    assert refused.value.source == KEY_LIMIT
+    await store.finish(_ended(key, before, "0.04"))
+    await store.wait_idle()
+    assert (await store.get_account()).held_ahead_usd == 0  # given back once its request ended
     await _audit(store)

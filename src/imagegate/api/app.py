@@ -59,7 +59,7 @@ def create_app(
         )
         if replayed := await journal.recover(settings.journal_dir, store):
             log.warning("settled %d generations a process that died left open (its journal)", replayed)
-        own_journal = journal.Journal(settings.journal_dir)
+        own_journal = journal.Journal(settings.journal_dir, allowances=store.allowance_owner)
         reaper = asyncio.create_task(_reap_forever(store, settings), name="reservation reaper")
         http = HttpPool()
         providers = load_providers(settings, http)

@@ -52,11 +52,12 @@ from imagegate.store.migrate import upgrade
 from imagegate.store.models import DEFAULT_ACCOUNT_ID
 from imagegate.store.money import nano_to_usd
 from imagegate.store.periods import LIMIT_RESETS
-from imagegate.store.reservations import ReservationRepository
+from imagegate.store.reservations import NOTHING_HELD, Admission, ReservationRepository
 from imagegate.store.settlement import Settlement
 
 __all__ = [
     "ACCOUNT_CREDITS",
+    "NOTHING_HELD",
     "DEFAULT_ACCOUNT_ID",
     "DEFAULT_DATABASE_URL",
     "KEY_LIMIT",
@@ -65,6 +66,7 @@ __all__ = [
     "STATUSES",
     "UNSET",
     "AccountRecord",
+    "Admission",
     "GenerationRecord",
     "KeyDisabled",
     "KeyRecord",
@@ -109,8 +111,17 @@ class Store:
         transactions written as one piece use (``tx.WholeWriter``)."""
         return [self.engine.sync_engine, *([self._whole.sqlite] if self._whole.sqlite else [])]
 
-    async def close(self) -> None:
+    @property
+    def allowance_owner(self) -> str:
+        """The name this process's allowances carry (``allowances.py``), for its journal."""
+        return self._reservations.allowances.owner
+
+    async def wait_idle(self) -> None:
+        """Until every settlement and allowance change this store has in hand is written."""
         await self._reservations.wait_idle()
+
+    async def close(self) -> None:
+        await self._reservations.close()
         await asyncio.to_thread(self._whole.close)
         await self.engine.dispose()
 
@@ -158,9 +169,12 @@ class Store:
         limit_reset: str | None | Unset = UNSET,
     ) -> KeyRecord | None:
         """Change only the arguments given (``None`` removes a limit or its reset)."""
-        return await self._keys.update_key(
+        record = await self._keys.update_key(
             ident, name=name, disabled=disabled, limit_usd=limit_usd, limit_reset=limit_reset
         )
+        if record is not None:  # its allowance was granted under the old limits
+            self._reservations.allowances.close_key(record.id)
+        return record
 
     async def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
         return await self._keys.list_keys(include_revoked=include_revoked)
@@ -171,11 +185,14 @@ class Store:
         ``None`` when nothing matches; ``ValueError`` when ``ident`` is ambiguous or a too
         short prefix. See ``KeyRepository.revoke_key``.
         """
-        return await self._keys.revoke_key(ident)
+        record = await self._keys.revoke_key(ident)
+        if record is not None:
+            self._reservations.allowances.close_key(record.id)
+        return record
 
     async def delete_key(self, ident: str | int) -> KeyRecord | None:
         """Delete as the API means it: revoke, keeping the key's history and usage."""
-        return await self._keys.revoke_key(ident)
+        return await self.revoke_key(ident)
 
     async def count_active_keys(self) -> int:
         return await self._keys.count_active_keys()
@@ -226,15 +243,14 @@ class Store:
         """Failed or cancelled: release the reservation, charge nothing; idempotent."""
         await self._reservations.release(generation_id)
 
-    async def admit(
-        self, key: KeyRecord, *, generation_id: str, amount_usd: Money | Callable[[], Money], ttl_s: float
-    ) -> bool:
-        """Reserve ``amount_usd`` where it could be refused (the key has a limit or the account
-        is metered); whether money is held. ``LimitExceeded`` / ``KeyDisabled`` as ``reserve``.
-        A callable amount is only called when money is held (pricing a worst case has a cost)."""
+    async def admit(self, key: KeyRecord, *, amount_usd: Money | Callable[[], Money], ttl_s: float) -> Admission:
+        """Hold ``amount_usd`` where it could be refused (the key has a limit or the account is
+        metered), as a share of this process's allowance for the key; what is held (false when
+        nothing is). ``LimitExceeded`` / ``KeyDisabled`` as ``reserve``. A callable amount is
+        only called when money is held (pricing a worst case has a cost)."""
         return await self._reservations.admit(
             key_id=key.id, key_limited=key.limit_usd is not None, account_id=key.account_id,
-            generation_id=generation_id, amount_usd=amount_usd, ttl_s=ttl_s,
+            amount_usd=amount_usd, ttl_s=ttl_s,
         )
 
     async def finish(self, settlement: Settlement) -> Decimal:
@@ -243,8 +259,17 @@ class Store:
         return nano_to_usd(await self._reservations.finish(settlement))
 
     async def renew(self, generation_ids: list[str], ttl_s: float, now: datetime | None = None) -> int:
-        """Keep this process's reservations alive for another ``ttl_s``; how many."""
+        """Keep these reservations alive for another ``ttl_s``; how many."""
         return await self._reservations.renew(generation_ids, ttl_s, now)
+
+    async def heartbeat(self, ttl_s: float) -> None:
+        """Keep this process's allowances alive for another ``ttl_s``, and give back those no
+        request used since the last beat."""
+        await self._reservations.heartbeat(ttl_s)
+
+    async def release_allowances(self, owner: str) -> int:
+        """Give back the allowances of a process that died (``owner``: its journal says); how many."""
+        return await self._reservations.release_allowances(owner)
 
     async def reap_expired(self, now: datetime | None = None) -> int:
         """Release reservations past their expiry (a crashed process's); how many."""

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store import tx
 from imagegate.store.coltypes import to_decimal, utcnow
-from imagegate.store.models import DEFAULT_ACCOUNT_ID, Account, ApiKey, LedgerEntry
+from imagegate.store.models import ALLOWANCE_PREFIX, DEFAULT_ACCOUNT_ID, Account, ApiKey, LedgerEntry, Reservation
 from imagegate.store.money import nano_to_usd, usd_to_nano
 from imagegate.store.periods import period_start
 
@@ -34,6 +34,7 @@ UNMETERED_USAGE_NOTE = "usage recorded while the account was unmetered"
 _accounts = Account.__table__
 _keys = ApiKey.__table__
 _ledger = LedgerEntry.__table__
+_reservations = Reservation.__table__
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,8 +43,11 @@ class AccountRecord:
     name: str
     #: ``None``: unmetered (no credit limit).
     balance_usd: Decimal | None
-    #: Held by requests in flight.
+    #: Held by requests in flight (their own reservations).
     reserved_usd: Decimal
+    #: Held ahead by running gateways for the requests they admit (``allowances.py``); what
+    #: their requests in flight hold is part of it.
+    held_ahead_usd: Decimal = Decimal(0)
     #: Sum of credits (``GET /credits`` ``total_credits``).
     total_credits_usd: Decimal
     #: Sum of charges (``GET /credits`` ``total_usage``).
@@ -66,9 +70,10 @@ class KeyUsage:
     limit: Decimal | None
     limit_reset: str | None
     #: ``limit`` less this period's usage and what is reserved, never below 0; ``None``
-    #: without a limit.
+    #: without a limit. Money gateways hold ahead (``held_ahead``) is not taken off.
     limit_remaining: Decimal | None
     reserved: Decimal
+    held_ahead: Decimal = Decimal(0)
 
 
 class AccountRepository:
@@ -123,7 +128,8 @@ class AccountRepository:
             )
 
         query = select(
-            _accounts, total("credit").label("credits"), total("charge").label("charges")
+            _accounts, total("credit").label("credits"), total("charge").label("charges"),
+            _held_ahead(_reservations.c.account_id == account_id).label("held_ahead"),
         ).where(_accounts.c.id == account_id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
@@ -133,7 +139,8 @@ class AccountRepository:
             id=row.id,
             name=row.name,
             balance_usd=None if row.balance_nano is None else nano_to_usd(row.balance_nano),
-            reserved_usd=nano_to_usd(row.reserved_nano),
+            reserved_usd=nano_to_usd(row.reserved_nano - row.held_ahead),
+            held_ahead_usd=nano_to_usd(row.held_ahead),
             total_credits_usd=nano_to_usd(row.credits),
             total_usage_usd=nano_to_usd(-row.charges),
             created_at=row.created_at,
@@ -150,7 +157,8 @@ class AccountRepository:
             key = (
                 await conn.execute(
                     select(
-                        _keys.c.limit_nano, _keys.c.limit_reset, _keys.c.reserved_nano
+                        _keys.c.limit_nano, _keys.c.limit_reset, _keys.c.reserved_nano,
+                        _held_ahead(_reservations.c.key_id == key_id).label("held_ahead"),
                     ).where(_keys.c.id == key_id)
                 )
             ).one_or_none()
@@ -164,9 +172,10 @@ class AccountRepository:
                 "limit": period_start(key.limit_reset, now),
             }
             spent = await _spent_since(conn, key_id, starts)
+        reserved = key.reserved_nano - key.held_ahead
         limit_remaining = None
         if key.limit_nano is not None:
-            remaining = key.limit_nano - spent["limit"] - key.reserved_nano
+            remaining = key.limit_nano - spent["limit"] - reserved
             limit_remaining = nano_to_usd(max(remaining, 0))
         return KeyUsage(
             usage=nano_to_usd(spent["all"]),
@@ -176,8 +185,18 @@ class AccountRepository:
             limit=None if key.limit_nano is None else nano_to_usd(key.limit_nano),
             limit_reset=key.limit_reset,
             limit_remaining=limit_remaining,
-            reserved=nano_to_usd(key.reserved_nano),
+            reserved=nano_to_usd(reserved),
+            held_ahead=nano_to_usd(key.held_ahead),
         )
+
+
+def _held_ahead(whose: Any) -> Any:
+    """What live allowances matching ``whose`` hold (nano-USD), as a scalar subquery."""
+    return (
+        select(func.coalesce(func.sum(_reservations.c.amount_nano), 0))
+        .where(whose, _reservations.c.generation_id.startswith(ALLOWANCE_PREFIX), _reservations.c.reaped_at.is_(None))
+        .scalar_subquery()
+    )
 
 
 def key_spent(conn: Connection, key_id: int, since: datetime | None) -> int:

@@ -6,6 +6,10 @@ spent, locks the accounts, then admits the holds one after another against what 
 (so the batch can never overdraw what one-at-a-time reservations could not), and books the
 admitted ones with one statement per table. Locks are taken key → account, in id order,
 like every other writer of these rows.
+
+``grow_allowance`` adds to a process's allowance for a key (``allowances.py``): money held
+ahead in one reservation row, from which that process admits requests without a write. It
+decides against the same limits, in the same lock order (the allowance's row first).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.engine import Connection
 
 from imagegate.store.accounts import key_spent
@@ -83,20 +89,8 @@ def reserve_all(conn: Connection, batch: list[Hold], at: datetime) -> list[Excep
             .with_for_update()
         )
     }
-    key_left: dict[int, int] = {}  # limited keys only
-    for key in keys.values():
-        if key.limit_nano is not None:
-            spent = key_spent(conn, key.id, period_start(key.limit_reset, at))
-            key_left[key.id] = key.limit_nano - spent - key.reserved_nano
-    account_left: dict[int, int | None] = {
-        row.id: None if row.balance_nano is None else row.balance_nano - row.reserved_nano
-        for row in conn.execute(
-            select(_accounts.c.id, _accounts.c.balance_nano, _accounts.c.reserved_nano)
-            .where(_accounts.c.id.in_(sorted({k.account_id for k in keys.values()})))
-            .order_by(_accounts.c.id)
-            .with_for_update()
-        )
-    }
+    key_left = {key.id: left for key in keys.values() if (left := _key_left(conn, key, at)) is not None}
+    account_left = _accounts_left(conn, {k.account_id for k in keys.values()})
     results: list[Exception | None] = []
     added_to_key: dict[int, int] = defaultdict(int)
     added_to_account: dict[int, int] = defaultdict(int)
@@ -124,6 +118,117 @@ def reserve_all(conn: Connection, batch: list[Hold], at: datetime) -> list[Excep
         )
         conn.execute(insert(_reservations), rows)
     return results
+
+
+@dataclass(frozen=True, slots=True)
+class Grow:
+    """Add to allowance ``allowance_id`` of ``key_id``: at least ``need`` nano-USD (else the
+    request asking ``asked_usd`` is refused), ``deficit`` to cover every request waiting on
+    it, up to ``want`` where limits leave room."""
+
+    allowance_id: str
+    key_id: int
+    need: int
+    deficit: int
+    want: int
+    asked_usd: Decimal
+    #: What the allowance holds that no request has taken: part of what is available.
+    spare: int
+    ttl_s: float
+
+
+class AllowanceLost(Exception):
+    """The allowance's reservation was reaped (its process missed its renewals): not grown."""
+
+
+#: An allowance never takes more than this share of what a key or account has left, so
+#: that other processes (and other keys of the account) keep room to be admitted.
+SHARE_OF_LEFT = 16
+
+
+def grow_allowance(conn: Connection, grow: Grow, at: datetime) -> int:
+    """Nano-USD added to the allowance: at least ``grow.need``, the deficit where there is
+    room, and beyond it up to ``grow.want`` but at most ``1/SHARE_OF_LEFT`` of what is left.
+    Raises as ``reserve_all`` refuses
+    (``LimitExceeded``, ``KeyDisabled``, ``LookupError``), or ``AllowanceLost``."""
+    held = conn.execute(
+        select(_reservations.c.reaped_at).where(_reservations.c.generation_id == grow.allowance_id).with_for_update()
+    ).one_or_none()
+    if held is not None and held.reaped_at is not None:
+        raise AllowanceLost(grow.allowance_id)
+    key = conn.execute(select(_keys).where(_keys.c.id == grow.key_id).with_for_update()).one_or_none()
+    if key is None:
+        raise LookupError(f"no key with id {grow.key_id}")
+    if key.disabled or key.revoked_at is not None:
+        raise KeyDisabled(f"API key {key.label} is disabled")
+    lefts = [(KEY_LIMIT, _key_left(conn, key, at)), (ACCOUNT_CREDITS, _accounts_left(conn, {key.account_id})[key.account_id])]
+    room: int | None = None
+    for source, left in lefts:
+        if left is None:
+            continue
+        if grow.need > left:
+            raise LimitExceeded(source, grow.asked_usd, nano_to_usd(max(left, 0) + grow.spare))
+        room = left if room is None else min(room, left)
+    amount = grow.want if room is None else min(grow.want, max(min(grow.deficit, room), room // SHARE_OF_LEFT))
+    expires_at = at + timedelta(seconds=grow.ttl_s)
+    if held is None:
+        conn.execute(insert(_reservations), {
+            "generation_id": grow.allowance_id, "account_id": key.account_id, "key_id": key.id,
+            "amount_nano": amount, "created_at": at, "expires_at": expires_at,
+        })
+    else:
+        conn.execute(
+            update(_reservations)
+            .where(_reservations.c.generation_id == grow.allowance_id)
+            .values(amount_nano=_reservations.c.amount_nano + amount, expires_at=expires_at)
+        )
+    conn.execute(shift_key_reserved, [{"key": key.id, "delta": amount}])
+    conn.execute(shift_account_reserved, [{"account": key.account_id, "delta": amount}])
+    return amount
+
+
+def give_back_spare(conn: Connection, spare: dict[str, int]) -> None:
+    """Shrink allowances by money none of their requests holds (nano-USD by allowance id),
+    released from their keys and accounts; a reaped one holds nothing to give back."""
+    rows = conn.execute(
+        select(_reservations.c.generation_id, _reservations.c.key_id, _reservations.c.account_id)
+        .where(_reservations.c.generation_id.in_(sorted(spare)), _reservations.c.reaped_at.is_(None))
+        .order_by(_reservations.c.generation_id)
+        .with_for_update()
+    ).all()
+    if not rows:
+        return
+    conn.execute(
+        update(_reservations).where(_reservations.c.generation_id == bindparam("allowance"))
+        .values(amount_nano=_reservations.c.amount_nano - bindparam("delta")),
+        [{"allowance": r.generation_id, "delta": spare[r.generation_id]} for r in rows],
+    )
+    conn.execute(shift_key_reserved, sorted(
+        ({"key": r.key_id, "delta": -spare[r.generation_id]} for r in rows), key=lambda p: p["key"]))
+    by_account: dict[int, int] = defaultdict(int)
+    for r in rows:
+        by_account[r.account_id] += spare[r.generation_id]
+    conn.execute(shift_account_reserved, [{"account": a, "delta": -d} for a, d in sorted(by_account.items())])
+
+
+def _key_left(conn: Connection, key: Row[Any], at: datetime) -> int | None:
+    """What a key's limit leaves this period (spent and reserved taken off); ``None``: no limit."""
+    if key.limit_nano is None:
+        return None
+    return key.limit_nano - key_spent(conn, key.id, period_start(key.limit_reset, at)) - key.reserved_nano
+
+
+def _accounts_left(conn: Connection, account_ids: set[int]) -> dict[int, int | None]:
+    """Per account, its balance less what is reserved (locked); ``None``: unmetered."""
+    return {
+        row.id: None if row.balance_nano is None else row.balance_nano - row.reserved_nano
+        for row in conn.execute(
+            select(_accounts.c.id, _accounts.c.balance_nano, _accounts.c.reserved_nano)
+            .where(_accounts.c.id.in_(sorted(account_ids)))
+            .order_by(_accounts.c.id)
+            .with_for_update()
+        )
+    }
 
 
 def _refusal(

@@ -13,6 +13,9 @@ its own, as things happen, one JSON line each:
 - ``withdrawn``: the client left before the end after all;
 - ``finished``: the record and charge are in the database.
 
+Its first line names the process's allowances (money held ahead for its requests,
+``allowances.py``), which a replay gives back.
+
 The lines are written straight to the file (no buffering in the process), so they survive
 the process being killed. A process holds an exclusive lock on its journal while it lives;
 at start, and from time to time after, every journal in the folder that no one holds
@@ -68,9 +71,11 @@ class Started:
 class Journal:
     """This process's journal file, locked for as long as the process lives."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, allowances: str | None = None) -> None:
+        """``allowances``: the owner name of this process's allowances (``Store.allowance_owner``)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self._header = orjson.dumps({"event": "allowances", "owner": allowances}) + b"\n" if allowances else b""
         self._fd = -1
         #: The lines of generations not yet settled: what a rotation must keep.
         self._open: dict[str, list[bytes]] = {}
@@ -119,6 +124,8 @@ class Journal:
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._size = 0
+        if self._header:
+            self._write(self._header)
 
     def _rotate(self) -> None:
         """A new file holding only the open generations' lines; the old one removed."""
@@ -141,10 +148,13 @@ async def recover(folder: Path, store: Store) -> int:
         with _claimed(path) as claimed:
             if not claimed:
                 continue
-            for settlement in _unfinished(path):
+            owner, unfinished = _read(path)
+            for settlement in unfinished:
                 if await store.get_generation(settlement.generation_id) is None:  # else settled before
                     await store.finish(settlement)
                     done += 1
+            if owner is not None:
+                await store.release_allowances(owner)
             path.unlink(missing_ok=True)
     return done
 
@@ -168,9 +178,11 @@ def _claimed(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def _unfinished(path: Path) -> list[Settlement]:
-    """How each generation a journal left open ends: charged and recorded as succeeded if it
-    was delivered, else recorded as interrupted with its money released."""
+def _read(path: Path) -> tuple[str | None, list[Settlement]]:
+    """Whose allowances the journal names, and how each generation it left open ends: charged
+    and recorded as succeeded if it was delivered, else recorded as interrupted with its
+    money released."""
+    owner = None
     started: dict[str, Started] = {}
     delivered: dict[str, dict[str, Any]] = {}
     for line in path.read_bytes().splitlines():
@@ -179,7 +191,11 @@ def _unfinished(path: Path) -> list[Settlement]:
         except orjson.JSONDecodeError:  # the last line, cut off by the kill
             log.warning("journal %s: an unreadable line was skipped", path.name)
             continue
-        event, generation_id = entry.pop("event"), entry["generation_id"]
+        event = entry.pop("event")
+        if event == "allowances":
+            owner = entry["owner"]
+            continue
+        generation_id = entry["generation_id"]
         if event == "start":
             started[generation_id] = Started(**entry)
         elif event == "delivered":
@@ -189,7 +205,7 @@ def _unfinished(path: Path) -> list[Settlement]:
         else:
             started.pop(generation_id, None)
             delivered.pop(generation_id, None)
-    return [_settlement(s, delivered.get(s.generation_id)) for s in started.values()]
+    return owner, [_settlement(s, delivered.get(s.generation_id)) for s in started.values()]
 
 
 def _settlement(started: Started, delivered: dict[str, Any] | None) -> Settlement:

@@ -140,6 +140,11 @@ class LedgerEntry(Base):
     )
 
 
+#: A reservation whose id starts with this is a process's allowance for a key (money held
+#: ahead for many generations, ``allowances.py``), not one generation's.
+ALLOWANCE_PREFIX = "allowance-"
+
+
 class Reservation(Base):
     """Money held for a generation in flight, released when it settles or fails.
 

@@ -7,6 +7,9 @@ actual cost (charged, at most the reservation; the rest is released) or releases
 (failed or cancelled: nothing is charged). Reservations left by a crashed process expire
 and ``reap_expired`` releases them.
 
+Requests admitted on a request's path hold a share of this process's allowance for their key
+instead of a reservation of their own (``allowances.py``): most then need no write at all.
+
 Each of these is one transaction, shared by the others of its kind that arrive together
 (``batching.py``); ``tx.py`` says how SQLite and PostgreSQL keep transactions apart. A
 key's limit is checked against ledger charges read *after* the key row is locked: every
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -29,6 +33,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store import tx
+from imagegate.store.allowances import Allowances, Share
 from imagegate.store.batching import GroupCommit
 from imagegate.store.cache import SharedLoads, TTLCache
 from imagegate.store.coltypes import to_decimal, utcnow
@@ -38,7 +43,7 @@ from imagegate.store.holds import (
     shift_account_reserved,
     shift_key_reserved,
 )
-from imagegate.store.models import Account, Reservation
+from imagegate.store.models import ALLOWANCE_PREFIX, Account, Reservation
 from imagegate.store.money import nano_to_usd
 from imagegate.store.settlement import Settlement, settle_all
 
@@ -62,6 +67,22 @@ SETTLEMENT_GATHER_S = 0.05
 _POOL_ATTEMPTS = 6
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a generation holds once admitted: a reservation of its own, a share of an
+    allowance, or nothing (nothing could be refused: it is charged when it settles)."""
+
+    reserved: bool = False
+    share: Share | None = None
+
+    def __bool__(self) -> bool:
+        """Whether money is held."""
+        return self.reserved or self.share is not None
+
+
+NOTHING_HELD = Admission()
+
+
 class ReservationRepository:
     def __init__(
         self, engine: AsyncEngine, writer: AsyncEngine, whole: tx.WholeWriter, *, cache_ttl_s: float = 0.0
@@ -76,10 +97,10 @@ class ReservationRepository:
         self._metered_loads = SharedLoads[int, bool]()
         self._forgotten = 0  # accounts changed through this store
         # Only a failure of the SQL itself (one bad row) is worth retrying a batch item by item.
-        self._holds = GroupCommit[Hold, None](self._hold_batch, split_on=(DBAPIError,))
         self._settlements = GroupCommit[Settlement, int](
             self._settle_batch, split_on=(DBAPIError,), gather_s=SETTLEMENT_GATHER_S
         )
+        self.allowances = Allowances(whole, self._release_all)
 
     async def admit(
         self,
@@ -87,18 +108,16 @@ class ReservationRepository:
         key_id: int,
         key_limited: bool,
         account_id: int,
-        generation_id: str,
         amount_usd: Decimal | int | str | Callable[[], Decimal | int | str],
         ttl_s: float,
-    ) -> bool:
-        """Reserve where something could be refused (a key limit, a metered account); whether
-        money is now held. Without either there is nothing to hold: the generation is charged
-        directly when it settles (``Settlement(reserved=False)``)."""
+    ) -> Admission:
+        """Hold the worst case where something could be refused (a key limit, a metered
+        account), as a share of the key's allowance. Without either there is nothing to hold:
+        the generation is charged directly when it settles (``Settlement(reserved=False)``)."""
         if key_limited or await self.is_metered(account_id):
             amount = amount_usd() if callable(amount_usd) else amount_usd
-            await self.hold(Hold(key_id, generation_id, to_decimal(amount), ttl_s))
-            return True
-        return False
+            return Admission(share=await self.allowances.admit(key_id, account_id, to_decimal(amount), ttl_s))
+        return NOTHING_HELD
 
     async def is_metered(self, account_id: int) -> bool:
         metered = self._metered.get(account_id)
@@ -142,22 +161,43 @@ class ReservationRepository:
         if refusal is not None:
             raise refusal
 
-    async def hold(self, hold: Hold) -> None:
-        """``reserve``, batched with the holds of other requests arriving at the same time
-        (one transaction for the batch); raises as ``reserve`` does."""
-        await self._holds.submit(hold)
-
     async def finish(self, settlement: Settlement) -> int:
         """``settle_all`` of one, batched with others that finish at the same time; nano-USD charged."""
+        if settlement.share is not None:
+            self.allowances.ended(settlement.share, charged=settlement.cost_usd is not None)
         return await self._settlements.submit(settlement)
 
     async def wait_idle(self) -> None:
-        await self._holds.wait_idle()
         await self._settlements.wait_idle()
+        await self.allowances.wait_idle()
 
-    async def _hold_batch(self, batch: list[Hold]) -> list[Exception | None]:
-        # A pool timeout is not retried here: the request gets its 503 and may come back.
-        return await self._whole.write(lambda conn: reserve_all(conn, batch, utcnow()))
+    async def close(self) -> None:
+        """Give back every allowance, once what is in flight has settled."""
+        await self.wait_idle()
+        self.allowances.close_all()
+        await self.allowances.wait_idle()
+
+    async def _release_all(self, generation_ids: list[str]) -> None:
+        await self.settle_all([Settlement(gid, None) for gid in generation_ids])
+
+    async def release_allowances(self, owner: str) -> int:
+        """Give back the allowances of process ``owner`` (one that died); how many."""
+        async with self._engine.connect() as conn:
+            ids = list(await conn.scalars(
+                select(_reservations.c.generation_id)
+                .where(_reservations.c.generation_id.startswith(f"{ALLOWANCE_PREFIX}{owner}-"))
+            ))
+        if ids:
+            await self._release_all(ids)
+        return len(ids)
+
+    async def heartbeat(self, ttl_s: float, now: datetime | None = None) -> None:
+        """Renew this process's allowances, giving back those unused since the last beat."""
+
+        async def renew_allowances(ids: list[str]) -> set[str]:
+            return await self._renewed(ids, ttl_s, now)
+
+        await self.allowances.heartbeat(renew_allowances)
 
     async def _settle_batch(self, batch: list[Settlement]) -> list[int | Exception]:
         for attempt in range(_POOL_ATTEMPTS):  # a burst may hold every pooled connection
@@ -206,11 +246,14 @@ class ReservationRepository:
         stop and, ``ttl_s`` later, ``reap_expired`` (run by any process) releases the money.
         Returns how many were renewed (reaped ones are not brought back).
         """
+        return len(await self._renewed(generation_ids, ttl_s, now))
+
+    async def _renewed(self, generation_ids: list[str], ttl_s: float, now: datetime | None) -> set[str]:
         if not generation_ids:
-            return 0
+            return set()
         expires_at = (now or utcnow()) + timedelta(seconds=ttl_s)
 
-        async def work(conn: AsyncConnection) -> int:
+        async def work(conn: AsyncConnection) -> set[str]:
             result = await conn.execute(
                 update(_reservations)
                 .where(
@@ -218,8 +261,9 @@ class ReservationRepository:
                     _reservations.c.reaped_at.is_(None),
                 )
                 .values(expires_at=expires_at)
+                .returning(_reservations.c.generation_id)
             )
-            return result.rowcount or 0
+            return set(result.scalars())
 
         return await tx.write(self._writer, work)
 

@@ -11,6 +11,10 @@ cannot deadlock on PostgreSQL.
 A generation of a key without a limit on an unmetered account has no reservation (nothing
 could be refused); it is charged directly (``reserved=False``), still under its key's row
 lock so that a reservation checking that key's spending sees the charge.
+
+A generation admitted from an allowance (``allowances.py``) is charged the same way, and
+when charged its share leaves the allowance's row, released from the key and account as its
+own reservation would have been (unless the allowance was reaped: then nothing is held).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from imagegate.store.allowances import Share
 from imagegate.store.generations import GenerationRecord
 from imagegate.store.holds import shift_key_reserved
-from imagegate.store.models import Account, Generation, LedgerEntry, Reservation
+from imagegate.store.models import ALLOWANCE_PREFIX, Account, Generation, LedgerEntry, Reservation
 from imagegate.store.money import nano_to_usd, usd_to_nano
 
 log = logging.getLogger(__name__)
@@ -49,10 +54,19 @@ class Settlement:
     account_id: int | None = None
     #: Written in the same transaction, with what was actually charged as its cost.
     record: GenerationRecord | None = None
+    #: Its money was held as a share of an allowance (``reserved`` is then false).
+    share: Share | None = None
 
     def __post_init__(self) -> None:
         if not self.reserved and (self.key_id is None or self.account_id is None):
             raise ValueError("a settlement without a reservation names its key and account")
+        if self.share is not None and self.reserved:
+            raise ValueError("a generation holds a reservation of its own or a share of an allowance, not both")
+
+    @property
+    def shrinks(self) -> Share | None:
+        """The share that leaves its allowance with this settlement: a charged one's."""
+        return self.share if self.cost_usd is not None else None
         if self.cost_usd is not None and self.cost_usd < 0:
             raise ValueError(f"a cost cannot be negative, got {self.cost_usd!r}")
 
@@ -70,7 +84,9 @@ async def settle_all(conn: AsyncConnection, batch: list[Settlement], at: datetim
     """Book ``batch`` in ``conn``'s transaction; per settlement the nano-USD charged, or the
     error that settlement alone ran into (``LookupError``: nothing reserved, nothing charged
     before). Settling a generation again charges nothing and returns the first charge."""
-    held = await _take_reservations(conn, [s.generation_id for s in batch if s.reserved])
+    held = await _take_reservations(
+        conn, [s.generation_id for s in batch if s.reserved], [s.shrinks.allowance_id for s in batch if s.shrinks]
+    )
     plans: list[_Plan] = []
     results: list[int | Exception] = []
     for settlement in batch:
@@ -80,6 +96,7 @@ async def settle_all(conn: AsyncConnection, batch: list[Settlement], at: datetim
             continue
         plans.append(plan)
         results.append(0)  # filled in once the account's balance is known
+    await _shrink_allowances(conn, plans, held)
     keyed = [p for p in plans if p.key_id is not None]
     if keyed:
         await conn.execute(shift_key_reserved, _per_key(keyed))
@@ -97,23 +114,47 @@ async def settle_all(conn: AsyncConnection, batch: list[Settlement], at: datetim
     return results
 
 
-async def _take_reservations(conn: AsyncConnection, generation_ids: list[str]) -> dict[str, object]:
-    """Lock and delete these reservations; their rows by generation id."""
-    if not generation_ids:
+async def _take_reservations(
+    conn: AsyncConnection, generation_ids: list[str], allowance_ids: list[str]
+) -> dict[str, object]:
+    """Lock these reservations and allowances, and delete the reservations; rows by id."""
+    locked = sorted({*generation_ids, *allowance_ids})
+    if not locked:
         return {}
     rows = (
         await conn.execute(
-            select(_reservations)
-            .where(_reservations.c.generation_id.in_(generation_ids))
-            .order_by(_reservations.c.generation_id)
-            .with_for_update()
+            select(_reservations).where(_reservations.c.generation_id.in_(locked))
+            .order_by(_reservations.c.generation_id).with_for_update()
         )
     ).all()
-    if rows:
-        await conn.execute(
-            delete(_reservations).where(_reservations.c.generation_id.in_([r.generation_id for r in rows]))
-        )
+    taken = set(generation_ids)
+    if gone := [r.generation_id for r in rows if r.generation_id in taken]:
+        await conn.execute(delete(_reservations).where(_reservations.c.generation_id.in_(gone)))
     return {row.generation_id: row for row in rows}
+
+
+async def _shrink_allowances(conn: AsyncConnection, plans: list[_Plan], held: dict[str, object]) -> None:
+    """Charged shares leave their allowances' rows; the key and account release them with the
+    plans (``released``). A reaped allowance holds nothing to release."""
+    left = {
+        allowance_id: row.amount_nano  # type: ignore[attr-defined]
+        for allowance_id, row in held.items()
+        if allowance_id.startswith(ALLOWANCE_PREFIX) and row.reaped_at is None  # type: ignore[attr-defined]
+    }
+    shrunk: dict[str, int] = defaultdict(int)
+    for plan in plans:
+        share = plan.settlement.shrinks
+        if share is None or share.allowance_id not in left:
+            continue
+        plan.released = min(share.nano, left[share.allowance_id])
+        left[share.allowance_id] -= plan.released
+        shrunk[share.allowance_id] += plan.released
+    if shrunk:
+        await conn.execute(
+            update(_reservations).where(_reservations.c.generation_id == bindparam("allowance"))
+            .values(amount_nano=_reservations.c.amount_nano - bindparam("delta")),
+            [{"allowance": a, "delta": d} for a, d in sorted(shrunk.items())],
+        )
 
 
 def _plan(settlement: Settlement, held: object | None) -> _Plan | None:
