@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from imagegate.api.app import create_app
 from imagegate.clock import Clock, fixed_clock
-from imagegate.http_server import ImagegateHttpProtocol
+from imagegate.http_server import ConnectionLimits, ImagegateHttpProtocol, protocol_with
 from imagegate.settings import Settings
 from imagegate.store import Store, upgrade
 from tests.postgres import postgres_admin_url  # noqa: F401 - a session fixture for every test module
@@ -75,7 +75,8 @@ def start_server(
     upgrade(database_url)
     secret = asyncio.run(_with_store(database_url, lambda s: s.create_key("tests")))[0]
     app = create_app(settings, clock=clock)
-    port, stop = serve_asgi(app)
+    limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.max_connections or None)
+    port, stop = serve_asgi(app, http=protocol_with(limits))
     return LiveServer(f"http://127.0.0.1:{port}", secret, database_url, settings, app), stop
 
 

@@ -43,7 +43,7 @@ def serve(
     import uvicorn
 
     from imagegate.api.app import create_app
-    from imagegate.http_server import ImagegateHttpProtocol
+    from imagegate.http_server import ConnectionLimits, connection_cap, protocol_with, raise_open_files_limit
 
     settings = load_settings()
     if settings.tune_malloc:
@@ -56,12 +56,15 @@ def serve(
         if created:
             err.print("[bold]No API keys existed, so one was created. It is shown only once:[/bold]")
             print(created, flush=True)
+    open_files = raise_open_files_limit()
+    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                              max_connections=settings.max_connections or connection_cap(open_files))
     err.print(f"imagegate serving on [bold]http://{host}:{port}[/bold]  (API under /api/v1)")
     uvicorn.run(
         create_app(settings, on_started=tune_gc if settings.tune_gc else None),
         host=host,
         port=port,
-        http=ImagegateHttpProtocol,
+        http=protocol_with(limits),
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )

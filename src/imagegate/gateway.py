@@ -119,6 +119,11 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def in_flight(self) -> int:
+        """Generations of this process started and not yet on record."""
+        return len(self._unrecorded)
+
     def recording(self, generation_id: str) -> None:
         """The generation has started; its record is on its way."""
         self._unrecorded[generation_id] = asyncio.Event()

@@ -22,11 +22,24 @@ holds imagegate's stack to that).
 ``imagegate.client_gone`` tells whether the client went away while the response was being
 sent: uvicorn's ``send`` then returns as if all were well, and an answer that never arrived
 whole must not be billed.
+
+It also keeps clients from holding connections for nothing (``ConnectionLimits``): a request's
+headers must arrive within ``header_timeout_s`` of the connection opening (or of the request's
+first byte on a kept-alive one), its body within ``body_timeout_s`` of its headers, else the
+connection is closed; beyond ``max_connections`` open connections a new one is closed at once,
+keeping file descriptors for the upstream calls and the database; and a connection whose
+answer went out before its request body was read (a 401, a 413) is closed rather than made to
+read the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import resource
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -40,16 +53,126 @@ WriteChunk = Callable[[Sequence[bytes | memoryview]], bool]
 CLIENT_GONE = "imagegate.client_gone"
 
 
+log = logging.getLogger(__name__)
+
+#: Descriptors kept for everything but client connections (the database, logs, the journal),
+#: beyond one upstream connection per client connection.
+RESERVED_DESCRIPTORS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float | None = 10.0
+    body_timeout_s: float | None = 60.0
+    #: ``None``: no cap.
+    max_connections: int | None = None
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to the hard one; the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # not allowed here: keep what there is
+            log.warning("could not raise the open files limit from %d to %d", soft, hard)
+    return soft
+
+
+def connection_cap(open_files: int) -> int:
+    """Client connections a process with ``open_files`` descriptors can hold while each still
+    gets an upstream connection and the process keeps ``RESERVED_DESCRIPTORS`` for the rest."""
+    return max(16, (open_files - RESERVED_DESCRIPTORS) // 2)
+
+
 class ImagegateHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools), each request's scope offering ``write_chunk``."""
+    """uvicorn's HTTP/1.1 protocol (httptools), each request's scope offering ``write_chunk``,
+    with the connection limits of ``limits`` (see ``protocol_with``)."""
+
+    limits = ConnectionLimits()
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        cap = self.limits.max_connections
+        if cap is not None and len(self.connections) > cap:
+            _refused.note(cap)
+            transport.close()
+            return
+        self._arm(self.limits.header_timeout_s, "headers")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # a kept-alive connection's next request
+            self._arm(self.limits.header_timeout_s, "headers")
 
     def on_headers_complete(self) -> None:
+        self._disarm()
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # not an upgrade: a request to answer
             extensions = self.scope.setdefault("extensions", {})
             extensions[WRITE_CHUNK] = {"write": partial(_write_chunk, cycle)}
             extensions[CLIENT_GONE] = {"check": partial(_client_gone, cycle)}
+            self._arm(self.limits.body_timeout_s, "body")  # disarmed when the body is complete
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            # Answered before its body was read (refused): reading the rest would be for nothing.
+            self._disarm()
+            self.transport.close()
+            return
+        super().on_response_complete()
+
+    def _arm(self, timeout_s: float | None, what: str) -> None:
+        self._disarm()
+        if timeout_s is not None and not self.transport.is_closing():
+            self._deadline = self.loop.call_later(timeout_s, self._too_slow, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self, what: str) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.info("closed a connection whose request %s did not arrive in time", what)
+            self.transport.close()
+
+
+class _Refusals:
+    """Connections closed at the cap, logged once a minute at most (a flood would flood the log)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._logged_at = -60.0
+
+    def note(self, cap: int) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 60:
+            log.warning("%d connections open, at the cap (max_connections): new ones are closed at once "
+                        "(%d so far)", cap, self.count)
+            self._logged_at = now
+
+
+_refused = _Refusals()
+
+
+def protocol_with(limits: ConnectionLimits) -> type[ImagegateHttpProtocol]:
+    """The protocol class to give uvicorn (``http=``), with these limits."""
+    return type("ImagegateHttpProtocol", (ImagegateHttpProtocol,), {"limits": limits})
 
 
 def _write_chunk(cycle: RequestResponseCycle, pieces: Sequence[bytes | memoryview]) -> bool:

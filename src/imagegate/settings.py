@@ -51,7 +51,23 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
 
-    max_body_bytes: int = Field(64 * MiB, description="Largest request body; bigger is a 413.")
+    max_body_bytes: int = Field(64 * MiB, ge=1024, description="Largest request body; bigger is a 413.")
+    max_prompt_chars: int = Field(
+        100_000, ge=1, description="Longest prompt accepted, in characters; longer is a 400."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers, from the connection "
+        "opening (or the request's first byte on a kept-alive connection); then it is closed.",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a request's body, from its headers; then "
+        "the connection is closed.",
+    )
+    max_connections: int = Field(
+        0, ge=0, description="Open client connections beyond which a new one is closed at once; 0: as "
+        "many as the open-files limit (raised to its hard limit at start) leaves room for, with an "
+        "upstream connection each.",
+    )
     sse_keepalive_s: float = Field(5.0, gt=0, description="Seconds between SSE keep-alive comments.")
     provider_timeout_s: float = Field(
         300.0, gt=0, description="Default deadline for one upstream generation."

@@ -12,6 +12,13 @@ from imagegate.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Strings (keys and values) a request body may hold. A real request has a few dozen, and its
+#: images are each one long string; a body of millions of tiny keys would hold the event loop
+#: for seconds while it is parsed.
+MAX_JSON_STRINGS = 10_000
+#: Bodies shorter than this cannot hold enough strings to matter; not counted.
+_COUNT_FROM_BYTES = 4 * MAX_JSON_STRINGS
+
 
 def parse_body(body: bytes, model: type[M], *, empty_allowed: bool = False) -> M:
     """``body`` as ``model``; malformed JSON, a non-object or invalid fields are a 400."""
@@ -19,6 +26,8 @@ def parse_body(body: bytes, model: type[M], *, empty_allowed: bool = False) -> M
         if not empty_allowed:
             raise InvalidRequest("Request body is empty: expected a JSON object")
         body = b"{}"
+    if len(body) > _COUNT_FROM_BYTES and body.count(b'"') > 2 * MAX_JSON_STRINGS:
+        raise InvalidRequest(f"Request body holds too many fields: at most {MAX_JSON_STRINGS} strings")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
