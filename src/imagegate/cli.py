@@ -18,7 +18,7 @@ from imagegate.clock import system_clock
 from imagegate.memory import tune_gc, tune_malloc
 from imagegate.providers import Providers, load_providers
 from imagegate.providers.http import HttpPool
-from imagegate.settings import load_settings
+from imagegate.settings import Settings, SettingsError, load_settings
 from imagegate.store import LIMIT_RESETS, Store, upgrade
 
 app = typer.Typer(help="imagegate: OpenRouter's Image API, self-hosted.", no_args_is_help=True)
@@ -45,7 +45,7 @@ def serve(
     from imagegate.api.app import create_app
     from imagegate.http_server import ConnectionLimits, connection_cap, protocol_with, raise_open_files_limit
 
-    settings = load_settings()
+    settings = _settings()
     if settings.tune_malloc:
         tune_malloc()
     host = host or settings.host
@@ -78,7 +78,7 @@ def models(
         formats=["%Y-%m-%d"], help="Show what is served on this day (default: today, UTC).")] = None,
 ) -> None:
     """Show the models and endpoints this gateway serves."""
-    settings = load_settings()
+    settings = _settings()
     providers = load_providers(settings, HttpPool())
     catalog = load_catalog(settings.catalog_paths)
     today = on.date() if on else system_clock().date()
@@ -110,7 +110,7 @@ def keys_create(
     management: Annotated[bool, typer.Option("--management", help="May manage other keys over the API.")] = False,
 ) -> None:
     """Create a key and print it (alone, on stdout). It cannot be shown again."""
-    settings = load_settings()
+    settings = _settings()
     upgrade(settings.database_url)
     limit_usd = _usd(limit) if limit is not None else None
     if reset is not None and reset not in LIMIT_RESETS:
@@ -127,7 +127,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (never their secrets)."""
-    settings = load_settings()
+    settings = _settings()
     upgrade(settings.database_url)
     records = _run_store(settings.database_url, lambda store: store.list_keys())
     table = Table(title="API keys")
@@ -150,7 +150,7 @@ def keys_revoke(
     ident: Annotated[str, typer.Argument(help="The key's hash (or a unique prefix of it), or its label.")],
 ) -> None:
     """Revoke a key; requests with it get 401 from then on."""
-    settings = load_settings()
+    settings = _settings()
     upgrade(settings.database_url)
     try:
         record = _run_store(settings.database_url, lambda store: store.revoke_key(ident))
@@ -170,7 +170,7 @@ def credits_add(
 ) -> None:
     """Add credit to the account. The first top-up turns on spending control: from then on a
     generation is refused (402) when the balance cannot cover it."""
-    settings = load_settings()
+    settings = _settings()
     upgrade(settings.database_url)
     try:
         account = _run_store(settings.database_url, lambda store: store.add_credits(_usd(amount), note=note))
@@ -183,7 +183,7 @@ def credits_add(
 @credits_app.command("show")
 def credits_show() -> None:
     """Show the account's credits, usage, balance and what requests in flight hold."""
-    settings = load_settings()
+    settings = _settings()
     upgrade(settings.database_url)
     account = _run_store(settings.database_url, lambda store: store.get_account())
     balance = "unmetered (no credit limit)" if account.balance_usd is None else f"${account.balance_usd}"
@@ -216,6 +216,16 @@ def describe_price(line: PricingLine) -> str:
 
 
 # --- helpers ---
+
+
+def _settings() -> Settings:
+    """The settings; where one is wrong, one line saying which and why, and exit status 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        # Plain text: rich would wrap a long line and read brackets in it as markup.
+        typer.echo(f"imagegate: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _status(endpoint: Endpoint, providers: Providers, today: date) -> str:

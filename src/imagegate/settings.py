@@ -2,32 +2,54 @@
 
 Every field has an embedded default, so a fresh machine runs with no configuration at all:
 SQLite in the working directory, no Redis, the built-in sandbox model.
+
+An environment variable set to the empty string counts as unset, here and for the providers'
+variables (``environment_value``): a deployment can forward every variable, empty where the
+operator set none (``deploy/compose.yaml`` does). A value the gateway cannot use is a
+``SettingsError`` whose message is one line naming the variable or YAML key.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+import yaml
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
 
 MiB = 1024 * 1024
+ENV_PREFIX = "IMAGEGATE_"
+#: Names the YAML file to read instead of ``./imagegate.yaml``.
+CONFIG_VARIABLE = "IMAGEGATE_CONFIG"
+
+
+class SettingsError(Exception):
+    """A setting the gateway cannot start with; the message is one line naming it."""
+
+
+def environment_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """``name``'s value in the environment, or None where it is unset or empty."""
+    value = (os.environ if environ is None else environ).get(name)
+    return value or None
 
 
 def config_file() -> Path:
-    """``IMAGEGATE_CONFIG`` if set, else ``./imagegate.yaml``."""
-    return Path(os.environ.get("IMAGEGATE_CONFIG", "imagegate.yaml"))
+    """The file ``IMAGEGATE_CONFIG`` names, else ``./imagegate.yaml``."""
+    return Path(environment_value(CONFIG_VARIABLE) or "imagegate.yaml")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGEGATE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore")
 
     database_url: str = Field(
         "sqlite+aiosqlite:///imagegate.db",
@@ -49,7 +71,7 @@ class Settings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(8080, ge=1, le=65535)
 
     max_body_bytes: int = Field(64 * MiB, ge=1024, description="Largest request body; bigger is a 413.")
     max_prompt_chars: int = Field(
@@ -73,8 +95,12 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Default deadline for one upstream generation."
     )
 
-    reference_max_bytes: int = Field(20 * MiB, description="Largest encoded reference image.")
-    reference_max_pixels: int = Field(50_000_000, description="Largest reference width×height.")
+    reference_max_bytes: int = Field(
+        20 * MiB, ge=1, description="Largest encoded reference image."
+    )
+    reference_max_pixels: int = Field(
+        50_000_000, ge=1, description="Largest reference width×height."
+    )
     reference_fetch_timeout_s: float = Field(20.0, gt=0)
     reference_allow_networks: list[str] = Field(
         default_factory=list,
@@ -166,7 +192,8 @@ class Settings(BaseSettings):
         "each provider's environment variables (OPENAI_API_KEY …) override them.",
     )
     cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
-    log_level: str = "info"
+    #: uvicorn's levels.
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     @classmethod
     def settings_customise_sources(
@@ -177,12 +204,80 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _Environment(settings_cls)]
         path = config_file()
         if path.is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(_ConfigFile(settings_cls, yaml_file=path))
         return tuple(sources)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+    """The settings, or SettingsError naming each one that is wrong and why."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(
+            f"{_origin(error['loc'], overrides)}: {error['msg']}" for error in exc.errors()
+        )) from None
+
+
+# --- helpers ---
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source, except that a variable that should hold JSON
+    (a list or a mapping) and does not is reported under its own name."""
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:
+            raise SettingsError(f"{_variable(field_name)}: not valid JSON ({exc})") from None
+
+
+class _ConfigFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, except that a file it cannot read, or that is not a
+    mapping of settings, is reported in one line."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = exc.problem or exc.context
+            raise SettingsError(f"{file_path}: not valid YAML{where}: {problem}") from None
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{file_path}: cannot be read: {_one_line(exc)}") from None
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            raise SettingsError(f"{file_path}: should be a mapping of settings, not a {kind}")
+        return data
+
+
+def _origin(loc: tuple[int | str, ...], overrides: Mapping[str, Any]) -> str:
+    """Where the wrong value came from: the variable as written, else the key in the YAML file.
+
+    The environment wins over the file, and defaults are not validated, so a value that is not
+    an override nor in the environment came from the file.
+    """
+    key = ".".join(str(part) for part in loc)
+    if not loc or loc[0] in overrides:
+        return key or "settings"
+    variable = _variable(str(loc[0]))
+    if environment_value(variable) is not None:
+        inner = key.partition(".")[2]
+        return f"{variable} (at {inner})" if inner else variable
+    return f"{config_file()}: {key}"
+
+
+def _variable(field: str) -> str:
+    """The variable that sets ``field``, spelled as in the environment (case does not matter)."""
+    name = f"{ENV_PREFIX}{field}".upper()
+    return next((key for key, value in os.environ.items() if key.upper() == name and value), name)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,8 +1,9 @@
 """Provider registry: which provider modules exist, and which this process can use.
 
 A provider is configured from ``imagegate.yaml`` (``providers.<slug>``) and the
-environment (its ``env`` names, e.g. ``OPENAI_API_KEY``), the environment winning. Only
-configured providers serve; the others are listed with what they need.
+environment (its ``env`` names, e.g. ``OPENAI_API_KEY``), the environment winning; a variable
+set to the empty string counts as unset. Only configured providers serve; the others are
+listed with what they need.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from imagegate.providers.base import Provider
 from imagegate.providers.http import HttpPool
-from imagegate.settings import Settings
+from imagegate.settings import Settings, environment_value
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str
             continue
         config = {**settings.providers.get(slug, {})}
         for field, variable in getattr(cls, "env", {}).items():
-            if environ.get(variable):
-                config[field] = environ[variable]
+            value = environment_value(variable, environ)
+            if value is not None:
+                config[field] = value
         try:
             configured[slug] = cls.configure(config, http)
         except NotConfigured as exc:
