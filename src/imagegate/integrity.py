@@ -3,7 +3,8 @@
 An upstream may answer 200 with something that is no usable image: base64 that is not base64,
 bytes of no image format or of another format than the one it declares, an image cut short.
 What can be told without decoding pixels, and without base64-decoding more than a few dozen
-characters at each end of the image, is checked here:
+characters at each end of the image (of an SVG, as far into it as its root element may be), is
+checked here:
 
 * base64: a length that is a multiple of 4; only the base64 alphabet in the characters decoded;
   padding only at the very end;
