@@ -66,7 +66,7 @@ def photo_like(width: int, height: int, fmt: str, *, alpha: bool = False, qualit
 def install(*, small: bool, stream_gap_ms: int) -> None:
     """Replace the emulator's per-request drawing with a cached image of the requested shape."""
 
-    async def _render(parsed: Any, index: int, variant: str = "final") -> str:
+    async def _render(emulator: Any, parsed: Any, index: int, variant: str = "final") -> str:
         width, height, _quality, background, fmt = openai_emulator._resolved(parsed)
         alpha = background == "transparent"
         quality = parsed.values.get("output_compression", 100)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pybase64
 
-from imagegate import billing, imaging
+from imagegate import billing, imaging, integrity
 from imagegate.billing import Cost
 from imagegate.capabilities import (
     OutputPlan,
@@ -379,7 +379,7 @@ class Generation:
         megapixels = sum((i["width"] or 0) * (i["height"] or 0) for i in answer.images) / 1_000_000
         self.gateway.observe(attempt, ok=True, started=answer.started, megapixels=megapixels)
         for event in answer.relayed:
-            event.info["bytes"] = _decoded_length(event.relay.length, event.relay.tail)
+            event.info["bytes"] = integrity.decoded_length(event.relay.length, event.relay.tail)
         outcome.answered, outcome.error = attempt, None
         outcome.images, outcome.unhashed = answer.images, answer.unhashed
         for event in answer.held:
@@ -394,33 +394,66 @@ class Generation:
     async def _run_attempt(self, attempt: Attempt) -> AsyncIterator[GatewayEvent | Usage]:
         provider = self.gateway.providers[attempt.endpoint.provider]
         timeout = float(attempt.endpoint.settings.get("timeout_s", self.gateway.provider_timeout_s))
+        name = attempt.endpoint.provider_name
         produced = 0
         partials: dict[int, int] = {}
+        arriving: list[RelayedImage] = []  # relayed images whose end is still to be checked
         try:
             async with asyncio.timeout(timeout):
                 per_call = attempt.endpoint.settings.get("images_per_call")
                 async for event in fan_out(provider, self._job(attempt, timeout), per_call):
                     if isinstance(event, Partial):
+                        # A broken preview is dropped, not the attempt: previews are never billed,
+                        # the final image is checked on its own, and a client is promised at most
+                        # the previews it asked for (OpenAI sends fewer when the image is quick).
+                        if problem := _image_problem(event.image, event.media_type, None, None):
+                            log.warning("generation %s: dropped a preview: %s sent one that %s", self.id,
+                                        name, problem)
+                            continue
                         number = partials[event.index] = partials.get(event.index, -1) + 1
                         yield PartialOut(event.index, number, event.image.b64, event.media_type)
                     elif isinstance(event, TextChunk):
                         yield TextOut(event.text, event.phase)
                     elif isinstance(event, Image):
+                        if problem := _image_problem(event.image, event.media_type, event.width, event.height):
+                            raise self._malformed_image(name, problem)
                         blob, media_type = await _shape_output(event, attempt.output)
                         yield ImageOut(produced, blob.b64, media_type)
                         produced += 1
-                    elif isinstance(event, RelayedImage):
+                    elif isinstance(event, RelayedImage):  # its start now, before a byte goes out
+                        relay = event.relay
+                        if problem := integrity.b64_start_problem(relay.head, event.media_type,
+                                                                  event.width, event.height):
+                            relay.abandon()  # its upstream may read on: nothing waits for it
+                            raise self._malformed_image(name, problem)
+                        arriving.append(event)
                         info = _image_info(event.width, event.height, event.media_type, None)
-                        yield RelayedOut(produced, event.relay, event.media_type, attempt, info)
+                        yield RelayedOut(produced, relay, event.media_type, attempt, info)
                         produced += 1
                     elif isinstance(event, Done) and produced:
+                        self._check_relayed_ends(name, arriving)
                         yield event.usage
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"{attempt.endpoint.provider_name} did not answer within {timeout:g} s"
-            ) from None
+            raise UpstreamTimeout(f"{name} did not answer within {timeout:g} s") from None
         if produced == 0:
-            raise UpstreamError(f"{attempt.endpoint.provider_name} returned no image")
+            raise UpstreamError(f"{name} returned no image")
+        self._check_relayed_ends(name, arriving)  # an upstream that ended without a Done
+
+    def _check_relayed_ends(self, provider_name: str, arriving: list[RelayedImage]) -> None:
+        """The end of each relayed image that is complete. A bad one fails the attempt before its
+        answer's end goes out: the client is cut off, as when an upstream breaks off mid-image."""
+        while arriving:
+            event = arriving.pop(0)
+            relay = event.relay
+            if relay.complete and (problem := integrity.b64_end_problem(relay.head, relay.tail, relay.length,
+                                                                         event.media_type)):
+                raise self._malformed_image(provider_name, problem)
+
+    def _malformed_image(self, provider_name: str, problem: str) -> UpstreamError:
+        """A malformed answer: a 502, nothing charged, and retryable (another endpoint may do better)."""
+        log.warning("generation %s: %s returned a malformed image: it %s", self.id, provider_name, problem)
+        return UpstreamError(f"{provider_name} returned an image that {problem}",
+                             metadata={"provider_name": provider_name})
 
     def _ceiling(self, attempt: Attempt) -> Usage:
         return attempt.usage_ceiling(self.request.n or 1, self.request.prompt, self.references,
@@ -561,6 +594,14 @@ async def _shape_output(event: Image, plan: OutputPlan) -> tuple[Blob, str]:
     return Blob.from_raw(converted), MEDIA_TYPES[plan.final_format]
 
 
+def _image_problem(image: Blob, media_type: str, width: int | None, height: int | None) -> str | None:
+    """What is wrong with an upstream's image, read from its two ends (``integrity``): its raw
+    bytes when it came as such, else its base64, never decoded whole."""
+    if image.decoded:
+        return integrity.raw_problem(image.raw, media_type, width, height)
+    return integrity.b64_problem(image.b64, media_type, width, height)
+
+
 def _measured_usage(reported: Usage, images: list[dict[str, Any]], references: tuple[ReferenceImage, ...]) -> Usage:
     """The provider's usage, with counts the gateway measured itself taking precedence.
 
@@ -599,7 +640,7 @@ def _describe(image: ImageOut) -> dict[str, Any]:
         width, height = _dimensions(b64)
     except ValueError:  # binascii.Error is one too
         width = height = None
-    return _image_info(width, height, image.media_type, _decoded_length(len(b64), bytes(b64[-2:])))
+    return _image_info(width, height, image.media_type, integrity.decoded_length(len(b64), bytes(b64[-2:])))
 
 
 def _dimensions(b64: bytes | memoryview) -> tuple[int, int]:
@@ -618,12 +659,6 @@ def _dimensions(b64: bytes | memoryview) -> tuple[int, int]:
 
 def _image_info(width: int | None, height: int | None, media_type: str, size: int | None) -> dict[str, Any]:
     return {"width": width, "height": height, "media_type": media_type, "bytes": size, "sha256": None}
-
-
-def _decoded_length(length: int, tail: bytes) -> int:
-    """Bytes of image a base64 text of ``length`` characters ending in ``tail`` holds."""
-    padding = 2 if tail == b"==" else 1 if tail.endswith(b"=") else 0
-    return (length - padding) * 3 // 4
 
 
 def _sha256_b64(b64: bytes | memoryview) -> str | None:

@@ -237,9 +237,9 @@ def _open(data: bytes) -> Image.Image:
 
 
 #: A PNG starts with its signature and then its IHDR chunk (length 13), by the spec.
-_PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 #: Bytes of a PNG that hold its width and height: the signature and IHDR up to both.
-PNG_SIZE_BYTES = len(_PNG_START) + 8
+PNG_SIZE_BYTES = len(PNG_START) + 8
 
 
 def png_size(head: bytes) -> tuple[int, int] | None:
@@ -247,7 +247,7 @@ def png_size(head: bytes) -> tuple[int, int] | None:
     ``head`` does not start a PNG. A read at a fixed place: opening the image with Pillow to
     learn the same costs ~10 µs, and ~100 µs on an event loop whose caches a multi-megabyte
     answer has just swept (measured). ``ValueError`` when over :data:`MAX_PIXELS`, as ``probe``."""
-    if len(head) < PNG_SIZE_BYTES or not head.startswith(_PNG_START):
+    if len(head) < PNG_SIZE_BYTES or not head.startswith(PNG_START):
         return None
     width = int.from_bytes(head[16:20])
     height = int.from_bytes(head[20:24])

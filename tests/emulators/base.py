@@ -9,6 +9,8 @@ switched on per test (``emulator.fault("rate_limit", times=1)``) or over HTTP
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from PIL import Image as PILImage
 
 #: Faults every emulator understands; modules add their own (moderation, expired URLs …).
 COMMON_FAULTS = {
@@ -39,6 +42,15 @@ USAGE_FAULTS = {
     "usage_missing": None,
 }
 USAGE_KEYS = ("usage", "usageMetadata")
+#: An upstream that answers 200 with an image no client can use: base64 whose start is not
+#: base64, the image cut to two thirds of its bytes, bytes of no image format (an HTML page as
+#: long as the image), or an image of another format than the one declared (a JPEG declared PNG,
+#: a PNG declared anything else). Emulators hand every image they send through
+#: ``Emulator.sent_image`` or ``Emulator.sent_image_b64``; the same names with ``partial_`` in
+#: front spoil a preview (a partial image) instead.
+IMAGE_FAULTS = ("image_garbage_base64", "image_truncated", "image_not_an_image", "image_wrong_type")
+GARBAGE_BASE64 = "!!!not*base64!!!"
+NOT_AN_IMAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
 
 
 def _with_bad_usage(body: Any, change: Callable[[int], Any] | None) -> bytes:
@@ -59,6 +71,18 @@ def _map_numbers(value: Any, change: Callable[[int], Any]) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return change(value)
     return value
+
+
+def _spoiled(data: bytes, fmt: str, fault: str) -> bytes:
+    if fault.endswith("image_truncated"):
+        return data[: len(data) * 2 // 3]
+    if fault.endswith("image_not_an_image"):
+        return (NOT_AN_IMAGE * (len(data) // len(NOT_AN_IMAGE) + 1))[: len(data)]
+    other = "jpeg" if fmt == "png" else "png"
+    with PILImage.open(io.BytesIO(data)) as image:
+        out = io.BytesIO()
+        (image.convert("RGB") if other == "jpeg" else image).save(out, other.upper())
+    return out.getvalue()
 
 
 @dataclass
@@ -94,6 +118,21 @@ class Emulator:
             if self._faults and (not names or self._faults[0] in names):
                 return self._faults.popleft()
         return None
+
+    def sent_image(self, data: bytes, fmt: str, *, preview: bool = False) -> bytes:
+        """An image about to be sent as raw bytes, spoiled when an image fault is queued."""
+        names = [name for name in IMAGE_FAULTS if name != "image_garbage_base64"]
+        fault = self.take_fault(*(f"partial_{name}" for name in names) if preview else names)
+        return data if fault is None else _spoiled(data, fmt, fault)
+
+    def sent_image_b64(self, data: bytes, fmt: str, *, preview: bool = False) -> str:
+        """An image about to be sent as base64, spoiled when an image fault is queued."""
+        fault = self.take_fault(*(f"partial_{name}" for name in IMAGE_FAULTS) if preview else IMAGE_FAULTS)
+        if fault is None:
+            return base64.b64encode(data).decode("ascii")
+        if fault.endswith("image_garbage_base64"):
+            return GARBAGE_BASE64 + base64.b64encode(data).decode("ascii")[len(GARBAGE_BASE64):]
+        return base64.b64encode(_spoiled(data, fmt, fault)).decode("ascii")
 
     def clear(self) -> None:
         with self._lock:

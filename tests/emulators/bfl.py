@@ -262,7 +262,9 @@ def routes(emulator: Any) -> list[web.RouteDef]:
         if task.polls <= pending:
             return _status(task, "Pending", progress=round(task.polls / (pending + 1), 2))
         if task.asset is None:
-            task.asset = synth(task.width, task.height, task.fmt, seed=f"{task.seed}:{task.prompt}")
+            task.asset = emulator.sent_image(
+                synth(task.width, task.height, task.fmt, seed=f"{task.seed}:{task.prompt}"), task.fmt
+            )
         ttl = (
             -1
             if emulator.take_fault("expired_url")

@@ -489,7 +489,7 @@ async def _generate(
         data = await asyncio.to_thread(synth, width, height, fmt, seed=f"{seed}/{index}")
         parts.append(
             {
-                "inlineData": {"mimeType": media_type, "data": pybase64.b64encode(data).decode()},
+                "inlineData": {"mimeType": media_type, "data": emulator.sent_image_b64(data, fmt)},
                 "thoughtSignature": secrets.token_urlsafe(12),
             }
         )

@@ -273,7 +273,7 @@ async def _serve(emulator: Emulator, request: web.Request, *, azure: bool) -> we
 
     if parsed.values.get("stream"):
         return await _stream(emulator, request, parsed)
-    response = await _respond(parsed, emulator.state.get("output_text_tokens", 0))
+    response = await _respond(emulator, parsed, emulator.state.get("output_text_tokens", 0))
     fault = emulator.take_fault("escaped_slashes", "cut_body", "trickle_body")
     if fault == "escaped_slashes":  # JSON may escape "/" as "\/" (PHP and others do)
         response.body = response.body.replace(b"/", b"\\/")
@@ -631,7 +631,7 @@ def _resolved(parsed: _Request) -> tuple[int, int, str, str, str]:
     )
 
 
-async def _render(parsed: _Request, index: int, variant: str = "final") -> str:
+async def _render(emulator: Emulator, parsed: _Request, index: int, variant: str = "final") -> str:
     width, height, _quality, background, fmt = _resolved(parsed)
     seed = f"{parsed.values['prompt']}|{index}|{variant}|{next(_counter)}"
     data = await asyncio.get_running_loop().run_in_executor(
@@ -645,7 +645,7 @@ async def _render(parsed: _Request, index: int, variant: str = "final") -> str:
             quality=parsed.values.get("output_compression", 100),
         ),
     )
-    return base64.b64encode(data).decode("ascii")
+    return emulator.sent_image_b64(data, fmt, preview=variant != "final")
 
 
 def _usage(
@@ -674,10 +674,10 @@ def _usage(
     return usage
 
 
-async def _respond(parsed: _Request, text_out: int) -> web.Response:
+async def _respond(emulator: Emulator, parsed: _Request, text_out: int) -> web.Response:
     n = parsed.values.get("n", 1)
     width, height, quality, background, fmt = _resolved(parsed)
-    data = [{"b64_json": await _render(parsed, i)} for i in range(n)]
+    data = [{"b64_json": await _render(emulator, parsed, i)} for i in range(n)]
     body = {
         "created": int(time.time()),
         "data": data,
@@ -719,7 +719,7 @@ async def _stream(emulator: Emulator, request: web.Request, parsed: _Request) ->
                 f"{prefix}.partial_image",
                 {
                     "type": f"{prefix}.partial_image",
-                    "b64_json": await _render(parsed, index, f"partial-{number}"),
+                    "b64_json": await _render(emulator, parsed, index, f"partial-{number}"),
                     "created_at": int(time.time()),
                     "partial_image_index": number,
                     **common,
@@ -735,7 +735,7 @@ async def _stream(emulator: Emulator, request: web.Request, parsed: _Request) ->
             f"{prefix}.completed",
             {
                 "type": f"{prefix}.completed",
-                "b64_json": await _render(parsed, index),
+                "b64_json": await _render(emulator, parsed, index),
                 "created_at": int(time.time()),
                 **common,
                 "usage": _usage(

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pybase64
 from aiohttp import web
 from PIL import Image, ImageFilter
 
@@ -172,7 +171,7 @@ async def _generate(emulator: Emulator, request: web.Request) -> web.StreamRespo
         return web.Response(
             body=orjson.dumps(
                 {
-                    "image": pybase64.b64encode(data).decode(),
+                    "image": emulator.sent_image_b64(data, fmt),
                     "finish_reason": finish_reason,
                     "seed": seed,
                 }
@@ -181,7 +180,7 @@ async def _generate(emulator: Emulator, request: web.Request) -> web.StreamRespo
             headers={"x-request-id": request_id},
         )
     return web.Response(
-        body=data,
+        body=emulator.sent_image(data, fmt),
         content_type=MEDIA_TYPES[fmt],
         headers={"finish-reason": finish_reason, "seed": str(seed), "x-request-id": request_id},
     )

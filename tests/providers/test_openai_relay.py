@@ -13,6 +13,7 @@ import gc
 import io
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 import httpx
 import openai as openai_sdk
@@ -24,6 +25,7 @@ from imagegate.providers.relay import HEAD_B64_CHARS
 from tests.conftest import LiveServer
 from tests.emulators import openai as emulated
 from tests.emulators.base import Emulator
+from tests.providers.test_money import settled_balance
 
 BODY = {"model": "openai/gpt-image-2", "prompt": "a lighthouse at dusk", "output_format": "jpeg",
         "resolution": "1K", "aspect_ratio": "1:1"}
@@ -185,3 +187,62 @@ def test_a_generation_waiting_for_its_settlement_holds_none_of_its_images(
     while not outcomes and time.monotonic() < deadline:
         time.sleep(0.05)
     assert outcomes == [True]
+
+
+# --- relayed images that are not what they say (see also test_malformed_images.py) ---
+
+
+def metered(server: LiveServer) -> Decimal:
+    server.store_call(lambda s: s.add_credits(Decimal(100)))
+    return settled_balance(server)
+
+
+BAD_STARTS = {
+    "image_garbage_base64": "OpenAI returned an image that is not valid base64: it holds '!'",
+    "image_not_an_image": "OpenAI returned an image that is not a valid JPEG: it does not start with a JPEG SOI marker",
+}
+
+
+@pytest.mark.parametrize("fault", BAD_STARTS)
+def test_a_relayed_image_with_a_bad_start_is_a_502_before_any_of_it_goes_out(gateway, emu: Emulator, fault: str) -> None:
+    says = BAD_STARTS[fault]
+    server = gateway()
+    before = metered(server)
+    emu.fault(fault)
+    with server.client() as client:
+        response = client.post("/images", json=BODY, headers=server.auth())
+    assert response.status_code == 502 and response.json()["error"]["message"] == says
+    recorded = record(server, response.headers["x-generation-id"])
+    assert recorded["status"] == "failed" and recorded["error_message"] == says and recorded["total_cost"] == 0
+    assert settled_balance(server) == before
+
+
+def test_a_relayed_image_cut_short_cuts_the_client_off_and_charges_nothing(gateway, emu: Emulator) -> None:
+    server = gateway()
+    before = metered(server)
+    emu.fault("image_truncated")  # two thirds of the JPEG: well past the head that is checked first
+    with server.client() as client, client.stream("POST", "/images", json=BODY, headers=server.auth()) as response:
+        assert response.status_code == 200  # the answer had started
+        generation_id = response.headers["x-generation-id"]
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+    recorded = record(server, generation_id)
+    assert recorded["status"] == "failed" and recorded["total_cost"] == 0 and recorded["num_media_completion"] == 0
+    assert recorded["error_message"] == "OpenAI returned an image that is not a valid JPEG: it ends before its EOI marker"
+    assert settled_balance(server) == before
+    headers, _ = post(server, BODY)  # the next request is served as usual
+    assert headers["x-provider-name"] == "OpenAI"
+
+
+@pytest.mark.parametrize("fault", BAD_STARTS)
+def test_the_next_endpoint_serves_when_a_relayed_image_starts_wrong(make_server, emu: Emulator, fault: str) -> None:
+    server = make_server(relay_from_bytes=0, providers={
+        "openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"},
+        "azure": {"api_key": emulated.API_KEY, "endpoint": emu.url},
+    })
+    emu.fault(fault)
+    body = {**BODY, "provider": {"order": ["openai", "azure"], "allow_fallbacks": True}}
+    headers, raw = post(server, body)
+    assert headers["x-provider-name"] == "Azure" and "content-length" not in headers  # relayed too
+    assert jpeg(orjson.loads(raw)["data"][0]["b64_json"]).size == (1024, 1024)
+    assert [a["status"] for a in record(server, headers["x-generation-id"])["provider_responses"]] == [502, 200]

@@ -88,7 +88,7 @@ async def test_a_relay_makes_its_writer_wait_for_a_slow_reader() -> None:
     await asyncio.wait_for(writer, 1)
     relay.end()
     assert [chunk async for chunk in reader] == [b"abc"]
-    assert relay.complete and relay.length == len(b"head0123456789abc") and relay.tail == b"bc"
+    assert relay.complete and relay.length == len(b"head0123456789abc") and relay.tail == b"head0123456789abc"
 
 
 async def test_an_abandoned_relay_lets_its_writer_finish_and_drops_the_rest() -> None:

@@ -319,7 +319,7 @@ def _answer_events(
             metadata={"provider_name": provider_name},
         )
     media_type = _media_type(body.get("output_format"), job)
-    width, height = _dimensions(body.get("size"), job)
+    width, height = _dimensions(body.get("size"))
     events: list[ProviderEvent] = []
     for item in data:
         b64 = item.get("b64_json") if isinstance(item, dict) else None
@@ -384,7 +384,7 @@ def _head_info(head: bytes, job: ProviderJob) -> tuple[str, int | None, int | No
     try:
         info = imaging.probe(pybase64.b64decode(head[: len(head) // 4 * 4], validate=True))
     except ValueError:
-        return (_media_type(None, job), *_dimensions(None, job))
+        return _media_type(None, job), job.size.width, job.size.height
     return info.media_type, info.width, info.height
 
 
@@ -414,7 +414,7 @@ async def _stream_events(
         if kind.endswith(".partial_image"):
             yield Partial(0, blob, media_type)
         elif kind.endswith(".completed"):
-            yield Image(blob, media_type, *_dimensions(event.get("size"), job))
+            yield Image(blob, media_type, *_dimensions(event.get("size")))
             yield Done(_usage(provider_name, event.get("usage")))
             return
     raise UpstreamError(
@@ -457,12 +457,13 @@ def _media_type(output_format: Any, job: ProviderJob) -> str:
     return MEDIA_TYPES.get(str(output_format)) or MEDIA_TYPES[job.output_format]
 
 
-def _dimensions(size: Any, job: ProviderJob) -> tuple[int, int]:
-    """The answer's ``size`` ("WxH"; free-form on gpt-image-2), else what was asked."""
+def _dimensions(size: Any) -> tuple[int | None, int | None]:
+    """The answer's ``size`` ("WxH"; free-form on gpt-image-2) when it has one: what the image
+    is checked against, so never what was asked in its place."""
     width, sep, height = str(size or "").partition("x")
     if sep and width.isdigit() and height.isdigit():
         return int(width), int(height)
-    return job.size.width, job.size.height
+    return None, None
 
 
 # --- errors ---

@@ -31,6 +31,8 @@ RELAY_BUFFER_BYTES = 4 * 1024 * 1024
 #: Base64 a reader takes at a time: every piece sent costs a trip through the ASGI stack,
 #: and upstream reads are often 16-64 KiB.
 RELAY_PIECE_BYTES = 512 * 1024
+#: Base64 kept from the end of a value: what is checked at an image's end (integrity.py).
+TAIL_B64_CHARS = 24
 
 START, VALUE, END = "start", "value", "end"
 #: Longest member text (key, whitespace, colon, quote) found when two reads cut it in two.
@@ -56,15 +58,15 @@ class ByteRelay:
         self._ended = False
         self._error: BaseException | None = None
         self._abandoned = False
-        #: Base64 characters of the whole value, head included; its last two (for padding).
+        #: Base64 characters of the whole value, head included; its last ``TAIL_B64_CHARS``.
         self.length = len(head)
-        self.tail = head[-2:]
+        self.tail = head[-TAIL_B64_CHARS:]
 
     async def put(self, chunk: bytes) -> None:
         if not chunk:
             return
         self.length += len(chunk)
-        self.tail = (self.tail + chunk)[-2:]
+        self.tail = (self.tail + chunk[-TAIL_B64_CHARS:])[-TAIL_B64_CHARS:]
         while self._buffered >= self._max_buffered and not self._abandoned:
             self._writable.clear()
             await self._writable.wait()
