@@ -166,9 +166,12 @@ def _start_problem(head: bytes, fmt: str, width: int | None, height: int | None)
 
 
 def _end_problem(head: bytes, tail: bytes, length: int, fmt: str) -> str | None:
-    if fmt == "png" and not tail.endswith(_PNG_IEND):
+    # A few bytes after the end marker (padding some encoders leave) are tolerated: the marker
+    # itself cannot occur in a PNG's last chunk data or in a JPEG's entropy-coded data (0xFF
+    # is stuffed there), so finding it near the end still means the image was not cut.
+    if fmt == "png" and _PNG_IEND not in tail:
         return "is not a valid PNG: it ends before its IEND chunk"
-    if fmt == "jpeg" and not tail.endswith(_JPEG_EOI):
+    if fmt == "jpeg" and _JPEG_EOI not in tail:
         return "is not a valid JPEG: it ends before its EOI marker"
     if fmt == "gif" and not tail.endswith(_GIF_END):
         return "is not a valid GIF: it ends before its trailer"

@@ -163,3 +163,9 @@ def test_a_media_type_of_no_known_format_fails() -> None:
 
 def test_a_relay_keeps_as_much_of_an_image_s_end_as_is_checked() -> None:
     assert TAIL_B64_CHARS >= integrity.TAIL_B64_CHARS and HEAD_B64_CHARS >= integrity.HEAD_B64_CHARS
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_a_few_padding_bytes_after_the_end_marker_pass(fmt: str) -> None:
+    whole = encoded(fmt, 16, 16, 7, False)
+    assert problems(whole + b"\x00\x00\x00\x00", fmt) == [None, None, None]

@@ -53,7 +53,7 @@ class Blob:
     @classmethod
     def from_b64(cls, b64: bytes | memoryview | str) -> Blob:
         """``b64`` may be a view of a larger upstream body: forwarded without being copied."""
-        return cls(b64=b64.encode("ascii") if isinstance(b64, str) else b64)
+        return cls(b64=b64.encode("ascii", "replace") if isinstance(b64, str) else b64)  # a stray non-ASCII character fails the checks as "?"
 
     @property
     def raw(self) -> bytes:
