@@ -10,13 +10,17 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
+from imagegate.api.openapi import AUTHENTICATED, answer, errors
+from imagegate.api.schemas import ActivityResponse, GenerationResponse
 from imagegate.errors import Forbidden, NotFound
 from imagegate.store import GenerationRecord
 
 router = APIRouter()
 
 
-@router.get("/generation", tags=["Generations"], summary="One generation's record")
+@router.get("/generation", tags=["Generations"], summary="One generation's record", openapi_extra=AUTHENTICATED,
+            responses={**answer(GenerationResponse, "The generation, once it is recorded"),
+                       **errors(400, 401, 403, 404, 500, 503)})
 async def get_generation(request: Request, id: str = Query(..., description="The X-Generation-Id")) -> Response:
     store = request.app.state.store
     key = await authenticate(request, store)
@@ -27,7 +31,10 @@ async def get_generation(request: Request, id: str = Query(..., description="The
     return Response(orjson.dumps({"data": generation_wire(record)}), media_type="application/json")
 
 
-@router.get("/activity", tags=["Generations"], summary="Generations and usage by model, filtered")
+@router.get("/activity", tags=["Generations"], summary="Generations and usage by model, filtered",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(ActivityResponse, "The key's generations (every key's, for a management key)"),
+                       **errors(400, 401, 403, 404, 500, 503)})
 async def activity(
     request: Request,
     key: str | None = Query(None, description="A key's hash (management keys only; others see their own)."),

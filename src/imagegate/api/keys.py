@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -17,12 +17,20 @@ from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
+from imagegate.api.openapi import AUTHENTICATED, answer, errors, json_body
+from imagegate.api.schemas import (
+    ApiKeyCreatedResponse,
+    ApiKeyDeletedResponse,
+    ApiKeyResponse,
+    ApiKeysListResponse,
+    CreditsResponse,
+    CurrentKeyResponse,
+    LimitReset,
+)
 from imagegate.errors import InvalidRequest, NotFound, Unauthorized
 from imagegate.store import UNSET, KeyRecord, KeyUsage, Store
 
 router = APIRouter()
-
-LimitReset = Literal["daily", "weekly", "monthly"]
 
 
 class KeyCreate(BaseModel):
@@ -57,7 +65,9 @@ async def _management_key(request: Request) -> KeyRecord:
     return key
 
 
-@router.get("/key", tags=["Account"], summary="The current key: usage, limit and rate limit")
+@router.get("/key", tags=["Account"], summary="The current key: usage, limit and rate limit",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(CurrentKeyResponse, "The key"), **errors(401, 403, 500, 503)})
 async def current_key(request: Request) -> Response:
     store = _store(request)
     key = await authenticate(request, store)
@@ -89,7 +99,9 @@ async def current_key(request: Request) -> Response:
     return _json({"data": data})
 
 
-@router.get("/credits", tags=["Account"], summary="Credits added and used by the key's account")
+@router.get("/credits", tags=["Account"], summary="Credits added and used by the key's account",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(CreditsResponse, "The account's credits"), **errors(401, 403, 500, 503)})
 async def credits(request: Request) -> Response:
     store = _store(request)
     key = await authenticate(request, store)
@@ -104,7 +116,9 @@ async def credits(request: Request) -> Response:
     })
 
 
-@router.get("/keys", tags=["API keys"], summary="List API keys (management key)")
+@router.get("/keys", tags=["API keys"], summary="List API keys (management key)", openapi_extra=AUTHENTICATED,
+            responses={**answer(ApiKeysListResponse, "Up to 100 keys from `offset`"),
+                       **errors(400, 401, 403, 500, 503)})
 async def list_keys(request: Request, include_disabled: bool = True, offset: int = 0) -> Response:
     await _management_key(request)
     store = _store(request)
@@ -113,7 +127,10 @@ async def list_keys(request: Request, include_disabled: bool = True, offset: int
     return _json({"data": [await _key_wire(store, k) for k in page]})
 
 
-@router.post("/keys", tags=["API keys"], summary="Create an API key (management key)")
+@router.post("/keys", tags=["API keys"], summary="Create an API key (management key)", status_code=201,
+             openapi_extra={**json_body(KeyCreate), **AUTHENTICATED},
+             responses={**answer(ApiKeyCreatedResponse, "The new key and its secret", 201),
+                        **errors(400, 401, 403, 413, 500, 503)})
 async def create_key(request: Request) -> Response:
     await _management_key(request)
     body = parse_body(await request.body(), KeyCreate, empty_allowed=True)
@@ -122,14 +139,19 @@ async def create_key(request: Request) -> Response:
     return _json({"data": await _key_wire(store, key), "key": secret}, status=201)
 
 
-@router.get("/keys/{key_hash}", tags=["API keys"], summary="One API key (management key)")
+@router.get("/keys/{key_hash}", tags=["API keys"], summary="One API key (management key)",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(ApiKeyResponse, "The key"), **errors(401, 403, 404, 500, 503)})
 async def get_key(request: Request, key_hash: str) -> Response:
     await _management_key(request)
     store = _store(request)
     return _json({"data": await _key_wire(store, await _find(store, key_hash))})
 
 
-@router.patch("/keys/{key_hash}", tags=["API keys"], summary="Update an API key (management key)")
+@router.patch("/keys/{key_hash}", tags=["API keys"], summary="Update an API key (management key)",
+              openapi_extra={**json_body(KeyUpdate, required=False), **AUTHENTICATED},
+              responses={**answer(ApiKeyResponse, "The key as updated"),
+                         **errors(400, 401, 403, 404, 413, 500, 503)})
 async def update_key(request: Request, key_hash: str) -> Response:
     await _management_key(request)
     store = _store(request)
@@ -147,7 +169,9 @@ async def update_key(request: Request, key_hash: str) -> Response:
     return _json({"data": await _key_wire(store, updated or key)})
 
 
-@router.delete("/keys/{key_hash}", tags=["API keys"], summary="Delete (revoke) an API key (management key)")
+@router.delete("/keys/{key_hash}", tags=["API keys"], summary="Delete (revoke) an API key (management key)",
+               openapi_extra=AUTHENTICATED,
+               responses={**answer(ApiKeyDeletedResponse, "The key is revoked"), **errors(401, 403, 404, 500, 503)})
 async def delete_key(request: Request, key_hash: str) -> Response:
     await _management_key(request)
     store = _store(request)
