@@ -31,12 +31,14 @@ from imagegate.errors import InvalidRequest, NotFound, Unauthorized
 from imagegate.store import UNSET, KeyRecord, KeyUsage, Store
 
 router = APIRouter()
+#: Key limits are stored in nano-USD in a signed 64-bit column, which holds up to ~9.2e9 USD.
+MAX_LIMIT_USD = 1_000_000_000
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1, max_length=200)
-    limit: float | None = Field(None, ge=0)
+    limit: float | None = Field(None, ge=0, le=MAX_LIMIT_USD)
     limit_reset: LimitReset | None = None
     include_byok_in_limit: StrictBool | None = None
 
@@ -45,7 +47,7 @@ class KeyUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str | None = Field(None, min_length=1, max_length=200)
     disabled: StrictBool | None = None
-    limit: float | None = Field(None, ge=0)
+    limit: float | None = Field(None, ge=0, le=MAX_LIMIT_USD)
     limit_reset: LimitReset | None = None
     include_byok_in_limit: StrictBool | None = None
 
