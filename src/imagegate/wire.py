@@ -45,6 +45,9 @@ SortBy = Literal["price", "throughput", "latency", "exacto"]
 assert set(ASPECT_RATIOS) | {"auto"} == set(AspectRatio.__args__)  # type: ignore[attr-defined]
 
 MAX_REFERENCES = 16
+#: Text the database keeps or is searched by: PostgreSQL text cannot hold NUL characters, and a
+#: value with one failed the write (a 500, or a generation served but never settled).
+NO_NUL = r"^[^\x00]*$"
 
 
 def _whole(value: Any) -> Any:
@@ -99,8 +102,8 @@ class ImageRequest(_Wire):
     stream: StrictBool | None = None
     input_references: list[ContentPartImage] | None = Field(default=None, max_length=MAX_REFERENCES)
     provider: ProviderPreferences | None = None
-    user: StrictStr | None = None
-    session_id: StrictStr | None = Field(default=None, max_length=256)
+    user: StrictStr | None = Field(default=None, pattern=NO_NUL)
+    session_id: StrictStr | None = Field(default=None, max_length=256, pattern=NO_NUL)
     trace: dict[str, Any] | None = None
 
     @field_validator("prompt")

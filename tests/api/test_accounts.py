@@ -129,6 +129,25 @@ def test_key_limit_beyond_what_the_ledger_holds_is_400_not_500(make_server) -> N
         assert client.patch(f"/keys/{key_hash}", json={"limit": 1e19}).status_code == 400
 
 
+def test_nul_characters_in_what_the_database_keeps_or_searches_by_are_400(make_server) -> None:
+    # PostgreSQL text cannot hold them: the writes and lookups failed (500s, unsettled generations).
+    server = make_server()
+    admin, _ = with_store(server, lambda s: s.create_key("admin", is_management=True))
+    nul_hash = "sk-ig-v1-" + "\x00" * 55  # 64 characters, the length of a key's hash
+    in_path = nul_hash.replace("\x00", "%00")
+    with server.client(headers=server.auth(admin)) as client:
+        answers = [
+            client.post("/keys", json={"name": "a\x00b"}),
+            client.get(f"/keys/{in_path}"),
+            client.patch(f"/keys/{in_path}", json={"name": "x"}),
+            client.delete(f"/keys/{in_path}"),
+            client.get("/activity", params={"model": "\x00"}),
+            client.get("/activity", params={"key": nul_hash}),
+            client.get("/generation", params={"id": "gen-\x00"}),
+        ]
+    assert [a.status_code for a in answers] == [400] * len(answers)
+
+
 @pytest.mark.parametrize(("param", "value"), [
     ("offset", 2**64),  # past SQL's 64-bit integers
     ("since", "0001-01-01T00:00:00+23:59"),  # before the first UTC time there is

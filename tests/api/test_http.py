@@ -55,6 +55,8 @@ def post(server: LiveServer, body: object, *, path: str = "/images", **kwargs) -
           "input_references": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}] * 17},
          "input_references"),
         ({"model": "imagegate/sandbox", "prompt": "x", "session_id": "s" * 257}, "session_id"),
+        ({"model": "imagegate/sandbox", "prompt": "x", "session_id": "a\x00b"}, "session_id"),
+        ({"model": "imagegate/sandbox", "prompt": "x", "user": "a\x00b"}, "user"),
         ({"model": "imagegate/sandbox", "prompt": "x", "size": "huge"}, "size"),
     ],
 )

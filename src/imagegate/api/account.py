@@ -14,6 +14,7 @@ from imagegate.api.openapi import AUTHENTICATED, answer, errors
 from imagegate.api.schemas import ActivityResponse, GenerationResponse
 from imagegate.errors import Forbidden, InvalidRequest, NotFound
 from imagegate.store import GenerationRecord
+from imagegate.wire import NO_NUL
 
 router = APIRouter()
 #: SQL offsets are 64-bit integers.
@@ -23,7 +24,9 @@ MAX_OFFSET = 2**63 - 1
 @router.get("/generation", tags=["Generations"], summary="One generation's record", openapi_extra=AUTHENTICATED,
             responses={**answer(GenerationResponse, "The generation, once it is recorded"),
                        **errors(400, 401, 403, 404, 500, 503)})
-async def get_generation(request: Request, id: str = Query(..., description="The X-Generation-Id")) -> Response:
+async def get_generation(
+    request: Request, id: str = Query(..., description="The X-Generation-Id", pattern=NO_NUL)
+) -> Response:
     store = request.app.state.store
     key = await authenticate(request, store)
     await request.app.state.gateway.until_recorded(id)
@@ -39,8 +42,9 @@ async def get_generation(request: Request, id: str = Query(..., description="The
                        **errors(400, 401, 403, 404, 500, 503)})
 async def activity(
     request: Request,
-    key: str | None = Query(None, description="A key's hash (management keys only; others see their own)."),
-    model: str | None = Query(None, description="Only this model id."),
+    key: str | None = Query(None, description="A key's hash (management keys only; others see their own).",
+                            pattern=NO_NUL),
+    model: str | None = Query(None, description="Only this model id.", pattern=NO_NUL),
     since: datetime | None = Query(None, description="From this time (ISO 8601, inclusive)."),
     until: datetime | None = Query(None, description="Up to this time (ISO 8601, exclusive)."),
     limit: int = Query(100, ge=1, le=1000),

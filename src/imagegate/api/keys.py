@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
@@ -29,15 +29,17 @@ from imagegate.api.schemas import (
 )
 from imagegate.errors import InvalidRequest, NotFound, Unauthorized
 from imagegate.store import UNSET, KeyRecord, KeyUsage, Store
+from imagegate.wire import NO_NUL
 
 router = APIRouter()
+KEY_HASH = Path(pattern=NO_NUL, description="The key's `hash`.")
 #: Key limits are stored in nano-USD in a signed 64-bit column, which holds up to ~9.2e9 USD.
 MAX_LIMIT_USD = 1_000_000_000
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     limit: float | None = Field(None, ge=0, le=MAX_LIMIT_USD)
     limit_reset: LimitReset | None = None
     include_byok_in_limit: StrictBool | None = None
@@ -45,7 +47,7 @@ class KeyCreate(BaseModel):
 
 class KeyUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     disabled: StrictBool | None = None
     limit: float | None = Field(None, ge=0, le=MAX_LIMIT_USD)
     limit_reset: LimitReset | None = None
@@ -143,8 +145,8 @@ async def create_key(request: Request) -> Response:
 
 @router.get("/keys/{key_hash}", tags=["API keys"], summary="One API key (management key)",
             openapi_extra=AUTHENTICATED,
-            responses={**answer(ApiKeyResponse, "The key"), **errors(401, 403, 404, 500, 503)})
-async def get_key(request: Request, key_hash: str) -> Response:
+            responses={**answer(ApiKeyResponse, "The key"), **errors(400, 401, 403, 404, 500, 503)})
+async def get_key(request: Request, key_hash: str = KEY_HASH) -> Response:
     await _management_key(request)
     store = _store(request)
     return _json({"data": await _key_wire(store, await _find(store, key_hash))})
@@ -154,7 +156,7 @@ async def get_key(request: Request, key_hash: str) -> Response:
               openapi_extra={**json_body(KeyUpdate, required=False), **AUTHENTICATED},
               responses={**answer(ApiKeyResponse, "The key as updated"),
                          **errors(400, 401, 403, 404, 413, 500, 503)})
-async def update_key(request: Request, key_hash: str) -> Response:
+async def update_key(request: Request, key_hash: str = KEY_HASH) -> Response:
     await _management_key(request)
     store = _store(request)
     key = await _find(store, key_hash)
@@ -173,8 +175,9 @@ async def update_key(request: Request, key_hash: str) -> Response:
 
 @router.delete("/keys/{key_hash}", tags=["API keys"], summary="Delete (revoke) an API key (management key)",
                openapi_extra=AUTHENTICATED,
-               responses={**answer(ApiKeyDeletedResponse, "The key is revoked"), **errors(401, 403, 404, 500, 503)})
-async def delete_key(request: Request, key_hash: str) -> Response:
+               responses={**answer(ApiKeyDeletedResponse, "The key is revoked"),
+                          **errors(400, 401, 403, 404, 500, 503)})
+async def delete_key(request: Request, key_hash: str = KEY_HASH) -> Response:
     await _management_key(request)
     store = _store(request)
     key = await _find(store, key_hash)
