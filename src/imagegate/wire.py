@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -44,6 +45,16 @@ SortBy = Literal["price", "throughput", "latency", "exacto"]
 assert set(ASPECT_RATIOS) | {"auto"} == set(AspectRatio.__args__)  # type: ignore[attr-defined]
 
 MAX_REFERENCES = 16
+#: Text the database keeps or is searched by: PostgreSQL text cannot hold NUL characters, and a
+#: value with one failed the write (a 500, or a generation served but never settled).
+NO_NUL = r"^[^\x00]*$"
+
+
+def _whole(value: Any) -> Any:
+    """An integer also when written ``2.0``: JSON (and OpenRouter's JavaScript validation) do
+    not tell the two apart. Strings and booleans are still refused. (Bounds go before this
+    validator in ``Annotated``, or the JSON schema shows them as ``ge``/``le``.)"""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class _Wire(BaseModel):
@@ -79,20 +90,20 @@ class ImageRequest(_Wire):
 
     model: StrictStr = Field(min_length=1)
     prompt: StrictStr = Field(min_length=1)
-    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=10), BeforeValidator(_whole)] | None = None
     resolution: Resolution | None = None
     aspect_ratio: AspectRatio | None = None
     size: StrictStr | None = None
     quality: Quality | None = None
     output_format: OutputFormat | None = None
     background: Background | None = None
-    output_compression: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
-    seed: StrictInt | None = None
+    output_compression: Annotated[StrictInt, Field(ge=0, le=100), BeforeValidator(_whole)] | None = None
+    seed: Annotated[StrictInt, BeforeValidator(_whole)] | None = None
     stream: StrictBool | None = None
     input_references: list[ContentPartImage] | None = Field(default=None, max_length=MAX_REFERENCES)
     provider: ProviderPreferences | None = None
-    user: StrictStr | None = None
-    session_id: StrictStr | None = Field(default=None, max_length=256)
+    user: StrictStr | None = Field(default=None, pattern=NO_NUL)
+    session_id: StrictStr | None = Field(default=None, max_length=256, pattern=NO_NUL)
     trace: dict[str, Any] | None = None
 
     @field_validator("prompt")

@@ -119,6 +119,48 @@ def test_key_management_needs_a_management_key_and_works_through_the_sdk(make_se
         client.api_keys.get(hash=key_hash)
 
 
+def test_key_limit_beyond_what_the_ledger_holds_is_400_not_500(make_server) -> None:
+    server = make_server()
+    admin, _ = with_store(server, lambda s: s.create_key("admin", is_management=True))
+    with server.client(headers=server.auth(admin)) as client:
+        created = client.post("/keys", json={"name": "rich", "limit": 1e300})
+        assert created.status_code == 400 and "limit" in created.json()["error"]["message"]
+        key_hash = client.post("/keys", json={"name": "ok", "limit": 1e9}).json()["data"]["hash"]
+        assert client.patch(f"/keys/{key_hash}", json={"limit": 1e19}).status_code == 400
+
+
+def test_nul_characters_in_what_the_database_keeps_or_searches_by_are_400(make_server) -> None:
+    # PostgreSQL text cannot hold them: the writes and lookups failed (500s, unsettled generations).
+    server = make_server()
+    admin, _ = with_store(server, lambda s: s.create_key("admin", is_management=True))
+    nul_hash = "sk-ig-v1-" + "\x00" * 55  # 64 characters, the length of a key's hash
+    in_path = nul_hash.replace("\x00", "%00")
+    with server.client(headers=server.auth(admin)) as client:
+        answers = [
+            client.post("/keys", json={"name": "a\x00b"}),
+            client.get(f"/keys/{in_path}"),
+            client.patch(f"/keys/{in_path}", json={"name": "x"}),
+            client.delete(f"/keys/{in_path}"),
+            client.get("/activity", params={"model": "\x00"}),
+            client.get("/activity", params={"key": nul_hash}),
+            client.get("/generation", params={"id": "gen-\x00"}),
+        ]
+    assert [a.status_code for a in answers] == [400] * len(answers)
+
+
+@pytest.mark.parametrize(("param", "value"), [
+    ("offset", 2**64),  # past SQL's 64-bit integers
+    ("since", "0001-01-01T00:00:00+23:59"),  # before the first UTC time there is
+    ("until", "9999-12-31T23:59:59-23:59"),  # after the last
+])
+def test_activity_query_values_the_database_cannot_hold_are_400_not_500(
+    server: LiveServer, param: str, value: object
+) -> None:
+    with server.client() as client:
+        response = client.get("/activity", params={param: value}, headers=server.auth())
+    assert response.status_code == 400 and param in response.json()["error"]["message"]
+
+
 def test_activity_filters_by_key_model_and_time(make_server) -> None:
     server = make_server()
     other, _ = with_store(server, lambda s: s.create_key("other"))

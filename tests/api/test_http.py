@@ -44,6 +44,8 @@ def post(server: LiveServer, body: object, *, path: str = "/images", **kwargs) -
         ({"model": "imagegate/sandbox", "prompt": "   "}, "prompt"),
         ({"model": "imagegate/sandbox", "prompt": "x", "n": 11}, "n"),
         ({"model": "imagegate/sandbox", "prompt": "x", "n": "2"}, "n"),
+        ({"model": "imagegate/sandbox", "prompt": "x", "n": 1.5}, "n"),
+        ({"model": "imagegate/sandbox", "prompt": "x", "n": True}, "n"),
         ({"model": "imagegate/sandbox", "prompt": "x", "quality": "banana"}, "quality"),
         ({"model": "imagegate/sandbox", "prompt": "x", "aspect_ratio": "7:3"}, "aspect_ratio"),
         ({"model": "imagegate/sandbox", "prompt": "x", "output_compression": 101}, "output_compression"),
@@ -53,6 +55,8 @@ def post(server: LiveServer, body: object, *, path: str = "/images", **kwargs) -
           "input_references": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}] * 17},
          "input_references"),
         ({"model": "imagegate/sandbox", "prompt": "x", "session_id": "s" * 257}, "session_id"),
+        ({"model": "imagegate/sandbox", "prompt": "x", "session_id": "a\x00b"}, "session_id"),
+        ({"model": "imagegate/sandbox", "prompt": "x", "user": "a\x00b"}, "user"),
         ({"model": "imagegate/sandbox", "prompt": "x", "size": "huge"}, "size"),
     ],
 )
@@ -60,6 +64,14 @@ def test_schema_errors_are_400_in_the_envelope(server: LiveServer, body: object,
     response = post(server, body)
     assert response.status_code == 400
     assert fragment.lower() in error_of(response)["message"].lower()
+
+
+def test_whole_numbers_written_with_a_decimal_point_are_integers(server: LiveServer) -> None:
+    # JSON Schema (the OpenAPI document) and OpenRouter's JavaScript validation accept 2.0 as an integer.
+    response = post(server, {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512", "n": 2.0,
+                             "seed": 7.0, "output_compression": 80.0, "output_format": "webp"})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
 
 
 def test_schema_is_checked_before_auth(server: LiveServer) -> None:

@@ -10,14 +10,23 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
-from imagegate.errors import Forbidden, NotFound
+from imagegate.api.openapi import AUTHENTICATED, answer, errors
+from imagegate.api.schemas import ActivityResponse, GenerationResponse
+from imagegate.errors import Forbidden, InvalidRequest, NotFound
 from imagegate.store import GenerationRecord
+from imagegate.wire import NO_NUL
 
 router = APIRouter()
+#: SQL offsets are 64-bit integers.
+MAX_OFFSET = 2**63 - 1
 
 
-@router.get("/generation", tags=["Generations"], summary="One generation's record")
-async def get_generation(request: Request, id: str = Query(..., description="The X-Generation-Id")) -> Response:
+@router.get("/generation", tags=["Generations"], summary="One generation's record", openapi_extra=AUTHENTICATED,
+            responses={**answer(GenerationResponse, "The generation, once it is recorded"),
+                       **errors(400, 401, 403, 404, 500, 503)})
+async def get_generation(
+    request: Request, id: str = Query(..., description="The X-Generation-Id", pattern=NO_NUL)
+) -> Response:
     store = request.app.state.store
     key = await authenticate(request, store)
     await request.app.state.gateway.until_recorded(id)
@@ -27,15 +36,19 @@ async def get_generation(request: Request, id: str = Query(..., description="The
     return Response(orjson.dumps({"data": generation_wire(record)}), media_type="application/json")
 
 
-@router.get("/activity", tags=["Generations"], summary="Generations and usage by model, filtered")
+@router.get("/activity", tags=["Generations"], summary="Generations and usage by model, filtered",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(ActivityResponse, "The key's generations (every key's, for a management key)"),
+                       **errors(400, 401, 403, 404, 500, 503)})
 async def activity(
     request: Request,
-    key: str | None = Query(None, description="A key's hash (management keys only; others see their own)."),
-    model: str | None = Query(None, description="Only this model id."),
+    key: str | None = Query(None, description="A key's hash (management keys only; others see their own).",
+                            pattern=NO_NUL),
+    model: str | None = Query(None, description="Only this model id.", pattern=NO_NUL),
     since: datetime | None = Query(None, description="From this time (ISO 8601, inclusive)."),
     until: datetime | None = Query(None, description="Up to this time (ISO 8601, exclusive)."),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> Response:
     store = request.app.state.store
     caller = await authenticate(request, store)
@@ -49,7 +62,7 @@ async def activity(
             key_id = target.id
     elif key is not None and key != caller.hash:
         raise Forbidden("Only management keys can read other keys' activity")
-    since, until = _utc(since), _utc(until)
+    since, until = _utc(since, "since"), _utc(until, "until")
     records = await store.list_generations(key_id=key_id, model=model, since=since, until=until,
                                            limit=limit, offset=offset)
     by_model = await store.usage_by_model(key_id=key_id, since=since, until=until)
@@ -60,10 +73,16 @@ async def activity(
     }), media_type="application/json")
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+def _utc(value: datetime | None, param: str) -> datetime | None:
+    """``value`` in UTC (naive means UTC); 400 where UTC has no such time (year 1 at +02:00)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidRequest(f"{param}: out of range once converted to UTC", metadata={"param": param}) from None
 
 
 def generation_wire(record: GenerationRecord) -> dict[str, Any]:

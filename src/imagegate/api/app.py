@@ -20,6 +20,7 @@ from imagegate import __version__
 from imagegate.api import account, discovery, images, keys
 from imagegate.api.errors import install_error_handlers
 from imagegate.api.limits import BodySizeLimit
+from imagegate.api.openapi import install_openapi
 from imagegate.catalog import ServedCatalog, load_catalog
 from imagegate.clock import Clock, system_clock
 from imagegate.gateway import Gateway, GatewayOptions
@@ -125,7 +126,11 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Operation ids are the route functions' names (`create_images`, `list_keys` …), as
+        # client generators name their methods after them.
+        generate_unique_id_function=lambda route: route.name,
     )
+    install_openapi(app)
     install_error_handlers(app)
     for router in (images.router, discovery.router, account.router, keys.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -9,6 +9,14 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from imagegate.api.openapi import answer, errors
+from imagegate.api.schemas import (
+    ImageModelEndpointsResponse,
+    ImageModelsListResponse,
+    ModelEndpointsResponse,
+    ModelResponse,
+    ModelsListResponse,
+)
 from imagegate.catalog import Catalog, Endpoint, Model, ServedCatalog
 from imagegate.errors import InvalidRequest, NotFound
 from imagegate.gateway import model_not_found
@@ -60,12 +68,15 @@ def _model(request: Request, author: str, slug: str, include_unconfigured: bool 
     return model
 
 
-@router.get("/images/models", tags=["Images"], summary="List image models")
+@router.get("/images/models", tags=["Images"], summary="List image models",
+            responses={**answer(ImageModelsListResponse, "Every image model served"), **errors(400, 500)})
 async def list_image_models(request: Request, include_unconfigured: bool = INCLUDE_UNCONFIGURED) -> Response:
     return _json({"data": [model.to_wire() for model in _catalog(request, include_unconfigured).models()]})
 
 
-@router.get("/images/models/{author}/{slug}/endpoints", tags=["Images"], summary="An image model's endpoints")
+@router.get("/images/models/{author}/{slug}/endpoints", tags=["Images"], summary="An image model's endpoints",
+            responses={**answer(ImageModelEndpointsResponse, "The model's endpoint records"),
+                       **errors(400, 404, 500)})
 async def list_image_model_endpoints(
     request: Request, author: str, slug: str, include_unconfigured: bool = INCLUDE_UNCONFIGURED
 ) -> Response:
@@ -74,7 +85,8 @@ async def list_image_model_endpoints(
     return _json({"id": model.id, "endpoints": endpoints})
 
 
-@router.get("/models", tags=["Models"], summary="List models (general Models API)")
+@router.get("/models", tags=["Models"], summary="List models (general Models API)",
+            responses={**answer(ModelsListResponse, "The models with those modalities"), **errors(400, 500)})
 async def list_models(
     request: Request,
     output_modalities: str = Query("text", description="Comma list of modalities, or `all`."),
@@ -106,7 +118,8 @@ async def list_models(
     })
 
 
-@router.get("/models/{author}/{slug}/endpoints", tags=["Models"], summary="A model's endpoints (general shape)")
+@router.get("/models/{author}/{slug}/endpoints", tags=["Models"], summary="A model's endpoints (general shape)",
+            responses={**answer(ModelEndpointsResponse, "The model and its endpoints"), **errors(404, 500)})
 async def list_model_endpoints(request: Request, author: str, slug: str) -> Response:
     model = _model(request, author, slug)
     return _json({
@@ -121,7 +134,8 @@ async def list_model_endpoints(request: Request, author: str, slug: str) -> Resp
     })
 
 
-@router.get("/model/{author}/{slug}", tags=["Models"], summary="One model (general shape)")
+@router.get("/model/{author}/{slug}", tags=["Models"], summary="One model (general shape)",
+            responses={**answer(ModelResponse, "The model"), **errors(404, 500)})
 async def get_model(request: Request, author: str, slug: str) -> Response:
     return _json({"data": general_model(_model(request, author, slug))})
 

@@ -15,7 +15,9 @@ from starlette.types import Receive, Scope, Send
 
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
+from imagegate.api.openapi import AUTHENTICATED, errors, event_stream, json_body
 from imagegate.api.pieces import OnSent, Pieces, PiecesResponse, PiecesStream, client_gone
+from imagegate.api.schemas import ImageGenerationResponse, ImageStreamEvent
 from imagegate.errors import ImagegateError, InvalidRequest, NotFound
 from imagegate.generation import (
     Attempt,
@@ -58,15 +60,26 @@ EXPOSED_HEADERS = [
     "X-Imagegate-Clamped",
 ]
 
-_GENERATE_DOC = {
+_GENERATE_DOC: dict[str, Any] = {
     "summary": "Generate images",
     "description": "OpenRouter's `ImageGenerationRequest`. Returns `{created, data, usage}` as JSON, "
-    "or `text/event-stream` when `stream` is true and the endpoint streams natively.",
-    "openapi_extra": {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ImageRequest.model_json_schema()}},
-        }
+    "or `text/event-stream` when `stream` is true and the endpoint streams natively: `data:` events "
+    "only (partial images, text chunks, one `image_generation.completed` per image, the last with "
+    "the usage, or an `error` event), `: ` comments while waiting, and `data: [DONE]` last.",
+    "openapi_extra": {**json_body(ImageRequest), **AUTHENTICATED},
+    "responses": {
+        200: {
+            "model": ImageGenerationResponse,
+            "description": "The images, as JSON, or as a stream of events when `stream` is true.",
+            "content": {"text/event-stream": event_stream(ImageStreamEvent)},
+            "headers": {
+                "X-Generation-Id": {"description": "The generation's id, for `GET /generation`.",
+                                    "required": True, "schema": {"type": "string"}},
+                "X-Provider-Name": {"description": "The provider that made the images.",
+                                    "required": True, "schema": {"type": "string"}},
+            },
+        },
+        **errors(400, 401, 402, 403, 404, 413, 429, 500, 502, 503, 524, 529),
     },
 }
 

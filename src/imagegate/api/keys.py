@@ -8,36 +8,48 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
 from imagegate.api.bodies import parse_body
+from imagegate.api.openapi import AUTHENTICATED, answer, errors, json_body
+from imagegate.api.schemas import (
+    ApiKeyCreatedResponse,
+    ApiKeyDeletedResponse,
+    ApiKeyResponse,
+    ApiKeysListResponse,
+    CreditsResponse,
+    CurrentKeyResponse,
+    LimitReset,
+)
 from imagegate.errors import InvalidRequest, NotFound, Unauthorized
 from imagegate.store import UNSET, KeyRecord, KeyUsage, Store
+from imagegate.wire import NO_NUL
 
 router = APIRouter()
-
-LimitReset = Literal["daily", "weekly", "monthly"]
+KEY_HASH = Path(pattern=NO_NUL, description="The key's `hash`.")
+#: Key limits are stored in nano-USD in a signed 64-bit column, which holds up to ~9.2e9 USD.
+MAX_LIMIT_USD = 1_000_000_000
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=200)
-    limit: float | None = Field(None, ge=0)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    limit: float | None = Field(None, ge=0, le=MAX_LIMIT_USD)
     limit_reset: LimitReset | None = None
     include_byok_in_limit: StrictBool | None = None
 
 
 class KeyUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     disabled: StrictBool | None = None
-    limit: float | None = Field(None, ge=0)
+    limit: float | None = Field(None, ge=0, le=MAX_LIMIT_USD)
     limit_reset: LimitReset | None = None
     include_byok_in_limit: StrictBool | None = None
 
@@ -57,7 +69,9 @@ async def _management_key(request: Request) -> KeyRecord:
     return key
 
 
-@router.get("/key", tags=["Account"], summary="The current key: usage, limit and rate limit")
+@router.get("/key", tags=["Account"], summary="The current key: usage, limit and rate limit",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(CurrentKeyResponse, "The key"), **errors(401, 403, 500, 503)})
 async def current_key(request: Request) -> Response:
     store = _store(request)
     key = await authenticate(request, store)
@@ -89,7 +103,9 @@ async def current_key(request: Request) -> Response:
     return _json({"data": data})
 
 
-@router.get("/credits", tags=["Account"], summary="Credits added and used by the key's account")
+@router.get("/credits", tags=["Account"], summary="Credits added and used by the key's account",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(CreditsResponse, "The account's credits"), **errors(401, 403, 500, 503)})
 async def credits(request: Request) -> Response:
     store = _store(request)
     key = await authenticate(request, store)
@@ -104,7 +120,9 @@ async def credits(request: Request) -> Response:
     })
 
 
-@router.get("/keys", tags=["API keys"], summary="List API keys (management key)")
+@router.get("/keys", tags=["API keys"], summary="List API keys (management key)", openapi_extra=AUTHENTICATED,
+            responses={**answer(ApiKeysListResponse, "Up to 100 keys from `offset`"),
+                       **errors(400, 401, 403, 500, 503)})
 async def list_keys(request: Request, include_disabled: bool = True, offset: int = 0) -> Response:
     await _management_key(request)
     store = _store(request)
@@ -113,7 +131,10 @@ async def list_keys(request: Request, include_disabled: bool = True, offset: int
     return _json({"data": [await _key_wire(store, k) for k in page]})
 
 
-@router.post("/keys", tags=["API keys"], summary="Create an API key (management key)")
+@router.post("/keys", tags=["API keys"], summary="Create an API key (management key)", status_code=201,
+             openapi_extra={**json_body(KeyCreate), **AUTHENTICATED},
+             responses={**answer(ApiKeyCreatedResponse, "The new key and its secret", 201),
+                        **errors(400, 401, 403, 413, 500, 503)})
 async def create_key(request: Request) -> Response:
     await _management_key(request)
     body = parse_body(await request.body(), KeyCreate, empty_allowed=True)
@@ -122,15 +143,20 @@ async def create_key(request: Request) -> Response:
     return _json({"data": await _key_wire(store, key), "key": secret}, status=201)
 
 
-@router.get("/keys/{key_hash}", tags=["API keys"], summary="One API key (management key)")
-async def get_key(request: Request, key_hash: str) -> Response:
+@router.get("/keys/{key_hash}", tags=["API keys"], summary="One API key (management key)",
+            openapi_extra=AUTHENTICATED,
+            responses={**answer(ApiKeyResponse, "The key"), **errors(400, 401, 403, 404, 500, 503)})
+async def get_key(request: Request, key_hash: str = KEY_HASH) -> Response:
     await _management_key(request)
     store = _store(request)
     return _json({"data": await _key_wire(store, await _find(store, key_hash))})
 
 
-@router.patch("/keys/{key_hash}", tags=["API keys"], summary="Update an API key (management key)")
-async def update_key(request: Request, key_hash: str) -> Response:
+@router.patch("/keys/{key_hash}", tags=["API keys"], summary="Update an API key (management key)",
+              openapi_extra={**json_body(KeyUpdate, required=False), **AUTHENTICATED},
+              responses={**answer(ApiKeyResponse, "The key as updated"),
+                         **errors(400, 401, 403, 404, 413, 500, 503)})
+async def update_key(request: Request, key_hash: str = KEY_HASH) -> Response:
     await _management_key(request)
     store = _store(request)
     key = await _find(store, key_hash)
@@ -147,8 +173,11 @@ async def update_key(request: Request, key_hash: str) -> Response:
     return _json({"data": await _key_wire(store, updated or key)})
 
 
-@router.delete("/keys/{key_hash}", tags=["API keys"], summary="Delete (revoke) an API key (management key)")
-async def delete_key(request: Request, key_hash: str) -> Response:
+@router.delete("/keys/{key_hash}", tags=["API keys"], summary="Delete (revoke) an API key (management key)",
+               openapi_extra=AUTHENTICATED,
+               responses={**answer(ApiKeyDeletedResponse, "The key is revoked"),
+                          **errors(400, 401, 403, 404, 500, 503)})
+async def delete_key(request: Request, key_hash: str = KEY_HASH) -> Response:
     await _management_key(request)
     store = _store(request)
     key = await _find(store, key_hash)
