@@ -294,9 +294,10 @@ def test_concurrent_generations_per_key_are_limited(make_server) -> None:
 def test_an_exhausted_database_pool_is_a_503_with_retry_after_never_a_500(make_server) -> None:
     import concurrent.futures
 
-    # Every request reads its key and reserves credit (a metered account, nothing cached), so
-    # the database is on each request's path.
-    tight = make_server(database_pool_size=1, database_max_overflow=0, database_pool_timeout_s=0.05,
+    # Every request reads its key and whether its account is metered (nothing cached), so the
+    # database is on each request's path, and a request finding the one connection busy for a
+    # millisecond is told to retry.
+    tight = make_server(database_pool_size=1, database_max_overflow=0, database_pool_timeout_s=0.001,
                         cache_ttl_s=0)
     asyncio.run(_with_store(tight.database_url, lambda store: store.add_credits(100)))
     body = {"model": "imagegate/sandbox", "prompt": "x", "resolution": "512"}
