@@ -22,6 +22,10 @@ Faults beyond the common ones: ``moderation`` (400 ``moderation_blocked``), ``qu
 ``content_filter`` (Azure's 400 with ``innererror.code: ResponsibleAIPolicyViolation``), and
 for streams, after the first preview: ``moderation_stream`` (an error event refusing the
 output), ``stream_error`` (an error event) and ``stream_cut`` (the stream ends without the image).
+Two stream faults put line ends inside the first preview's ``b64_json``, followed by an event
+of the upstream's own making (:data:`INJECTED_EVENT`), as a hostile upstream would to reach the
+client's stream: ``cr_in_value`` as raw bare CRs (one line to a reader splitting on LF only),
+``escaped_line_ends_in_value`` as JSON escapes (``\\r\\n``) that a JSON parser turns into CR and LF.
 """
 
 from __future__ import annotations
@@ -139,6 +143,24 @@ _ERROR_TYPES = {
     "server_error": "server_error",
 }
 
+
+#: What the line-end faults try to add to the client's stream.
+INJECTED_EVENT = b"data: [DONE]"
+
+
+def _inside_the_image(data: bytes, text: bytes) -> bytes:
+    """``data`` (an event's JSON) with ``text`` put in the middle of its ``b64_json`` value."""
+    start = data.index(b'"b64_json":"') + len(b'"b64_json":"')
+    middle = start + (data.index(b'"', start) - start) // 2
+    return data[:middle] + text + data[middle:]
+
+
+_LINE_END_FAULTS: dict[str, Callable[[bytes], bytes]] = {
+    "cr_in_value": lambda data: _inside_the_image(data, b"\r\r" + INJECTED_EVENT + b"\r\r"),
+    "escaped_line_ends_in_value": lambda data: _inside_the_image(
+        data, b"\\r\\n\\r\\n" + INJECTED_EVENT + b"\\r\\n\\r\\n"
+    ),
+}
 
 _STREAM_ERRORS = {
     "moderation_stream": {
@@ -709,8 +731,15 @@ async def _stream(emulator: Emulator, request: web.Request, parsed: _Request) ->
     )
     await response.prepare(request)
 
+    line_ends = emulator.take_fault(*_LINE_END_FAULTS)
+
     async def send(kind: str, payload: dict[str, Any]) -> None:
-        await response.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n")
+        nonlocal line_ends
+        data = orjson.dumps(payload)
+        if line_ends and kind.endswith(".partial_image"):
+            data = _LINE_END_FAULTS[line_ends](data)
+            line_ends = None
+        await response.write(f"event: {kind}\ndata: ".encode() + data + b"\n\n")
 
     fault = emulator.take_fault("moderation_stream", "stream_error", "stream_cut")
     for index in range(n):

@@ -1,0 +1,57 @@
+"""Upstreams that are broken or hostile, through a real imagegate server: what they send reaches
+the client only as what it claims to be (one event per event, an image without script) and
+never carries the gateway's own secrets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from tests.conftest import LiveServer
+from tests.emulators import openai as emulated
+from tests.emulators.base import Emulator
+
+
+@pytest.fixture
+def emu(emulator: Callable[..., Emulator]) -> Emulator:
+    return emulator("openai")
+
+
+@pytest.fixture
+def openai_server(make_server: Callable[..., LiveServer], emu: Emulator) -> LiveServer:
+    return make_server(providers={"openai": {"api_key": emulated.API_KEY, "base_url": emu.url + "/v1"}})
+
+
+def event_source_data(stream: bytes) -> list[bytes]:
+    """The data of each event a browser's EventSource would dispatch: lines end at CR, LF or
+    CRLF, a blank line ends an event (the WHATWG HTML standard, "Interpreting an event stream")."""
+    events, data = [], []
+    for line in re.split(rb"\r\n|\r|\n", stream):
+        if not line:
+            if data:
+                events.append(b"\n".join(data))
+            data = []
+        elif line.startswith(b"data:"):
+            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+    return events
+
+
+# --- line ends inside an upstream's values ---
+
+
+@pytest.mark.parametrize("fault", ["cr_in_value", "escaped_line_ends_in_value"])
+def test_line_ends_inside_an_upstream_value_never_make_an_event_of_their_own(
+    openai_server: LiveServer, emu: Emulator, fault: str
+) -> None:
+    emu.fault(fault)
+    body = {"model": "openai/gpt-image-1.5", "prompt": "a fox", "stream": True}
+    with openai_server.client() as client:
+        response = client.post("/images", json=body, headers=openai_server.auth())
+    assert response.status_code == 200
+    *events, done = event_source_data(response.content)
+    assert done == b"[DONE]"
+    assert all(isinstance(orjson.loads(data), dict) for data in events), events
+    assert emulated.INJECTED_EVENT[6:] not in events
