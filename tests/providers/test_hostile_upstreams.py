@@ -4,15 +4,18 @@ never carries the gateway's own secrets."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 
 import orjson
 import pytest
 
+from imagegate.redaction import REDACTED
 from tests.conftest import LiveServer
 from tests.emulators import openai as emulated
-from tests.emulators.base import Emulator
+from tests.emulators.base import ECHO_HEADERS_FAULT, Emulator
+from tests.waiting import wait_for_record
 
 
 @pytest.fixture
@@ -55,3 +58,31 @@ def test_line_ends_inside_an_upstream_value_never_make_an_event_of_their_own(
     assert done == b"[DONE]"
     assert all(isinstance(orjson.loads(data), dict) for data in events), events
     assert emulated.INJECTED_EVENT[6:] not in events
+
+
+# --- the gateway's own credentials ---
+
+#: The gateway's key for the emulated OpenAI: of no shape a pattern knows.
+GATEWAY_KEY = "gw-4f9c2a7e1b-upstream"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_echoing_the_request_headers_never_passes_the_gateway_key_on(
+    make_server: Callable[..., LiveServer], emu: Emulator, caplog: pytest.LogCaptureFixture, stream: bool
+) -> None:
+    caplog.set_level(logging.INFO, logger="imagegate")
+    live = make_server(providers={"openai": {"api_key": GATEWAY_KEY, "base_url": emu.url + "/v1"}})
+    emu.fault(ECHO_HEADERS_FAULT)
+    body = {"model": "openai/gpt-image-1.5", "prompt": "a fox", "stream": stream}
+    with live.client() as client:
+        response = client.post("/images", json=body, headers=live.auth())
+    assert emu.requests[-1].headers["Authorization"] == f"Bearer {GATEWAY_KEY}"
+    # The echo reaches the client, the record and the log, each time without the key.
+    assert response.status_code == (200 if stream else 502)
+    assert "Headers: " in response.text and REDACTED in response.text
+    record = wait_for_record(live, response.headers["x-generation-id"])
+    assert REDACTED in record["error_message"] and REDACTED in record["provider_responses"][-1]["error"]
+    assert GATEWAY_KEY not in response.text + orjson.dumps(record).decode()
+    if not stream:  # a buffered failure is logged with its message
+        assert REDACTED in caplog.text
+    assert GATEWAY_KEY not in caplog.text

@@ -2,7 +2,8 @@
 
 A provider is configured from ``imagegate.yaml`` (``providers.<slug>``) and the
 environment (its ``env`` names, e.g. ``OPENAI_API_KEY``), the environment winning. Only
-configured providers serve; the others are listed with what they need.
+configured providers serve; the others are listed with what they need. The secrets of every
+provider's configuration are registered for redaction (``redaction.py``) as they are read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from imagegate.providers.base import Provider
 from imagegate.providers.http import HttpPool
+from imagegate.redaction import protect_logs, register_secrets
 from imagegate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Providers:
 
 def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str] | None = None) -> Providers:
     environ = os.environ if environ is None else environ
+    protect_logs()
     configured: dict[str, Provider] = {}
     missing: dict[str, str] = {}
     for slug, target in REGISTRY.items():
@@ -68,6 +71,7 @@ def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str
         for field, variable in getattr(cls, "env", {}).items():
             if environ.get(variable):
                 config[field] = environ[variable]
+        register_secrets(config)  # whatever an upstream echoes, its keys never go further
         try:
             configured[slug] = cls.configure(config, http)
         except NotConfigured as exc:
