@@ -26,6 +26,8 @@ Two stream faults put line ends inside the first preview's ``b64_json``, followe
 of the upstream's own making (:data:`INJECTED_EVENT`), as a hostile upstream would to reach the
 client's stream: ``cr_in_value`` as raw bare CRs (one line to a reader splitting on LF only),
 ``escaped_line_ends_in_value`` as JSON escapes (``\\r\\n``) that a JSON parser turns into CR and LF.
+With ``emulator.state["image"] = data`` every image and preview is ``data``, whatever was asked
+for (an upstream sending what it says is not).
 """
 
 from __future__ import annotations
@@ -240,6 +242,8 @@ class _Request:
     values: dict[str, Any]
     #: Reference images as decoded ``(width, height)`` for usage accounting.
     references: list[tuple[int, int]] = field(default_factory=list)
+    #: What every image of the answer is instead of a rendered one (``state["image"]``).
+    image: bytes | None = None
 
 
 _counter = itertools.count()
@@ -258,6 +262,7 @@ async def _serve(emulator: Emulator, request: web.Request, *, azure: bool) -> we
             status=exc.status, body=orjson.dumps(body), content_type="application/json"
         )
 
+    parsed.image = emulator.state.get("image")
     fault = emulator.take_fault("moderation", "quota", "rate_limit_ms", "content_filter")
     if fault == "moderation":
         return emulator.error(
@@ -654,6 +659,8 @@ def _resolved(parsed: _Request) -> tuple[int, int, str, str, str]:
 
 
 async def _render(parsed: _Request, index: int, variant: str = "final") -> str:
+    if parsed.image is not None:
+        return base64.b64encode(parsed.image).decode("ascii")
     width, height, _quality, background, fmt = _resolved(parsed)
     seed = f"{parsed.values['prompt']}|{index}|{variant}|{next(_counter)}"
     data = await asyncio.get_running_loop().run_in_executor(

@@ -4,6 +4,7 @@ never carries the gateway's own secrets."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections.abc import Callable
@@ -40,6 +41,44 @@ def event_source_data(stream: bytes) -> list[bytes]:
         elif line.startswith(b"data:"):
             data.append(line[6:] if line.startswith(b"data: ") else line[5:])
     return events
+
+
+# --- SVG with script ---
+
+SCRIPTED_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="64" '
+    b'height="64" onload="alert(1)"><script>alert(2)</script><a xlink:href="javascript:alert(3)">'
+    b'<circle cx="32" cy="32" r="30" fill="#3346d3" onmouseover="alert(4)"/></a>'
+    b'<foreignObject><iframe xmlns="http://www.w3.org/1999/xhtml" src="javascript:alert(5)"/></foreignObject></svg>'
+)
+
+
+def test_an_svg_from_an_upstream_reaches_the_client_without_its_script(
+    emulator: Callable[..., Emulator], make_server: Callable[..., LiveServer]
+) -> None:
+    google = emulator("google")
+    google.state["image"] = ("image/svg+xml", SCRIPTED_SVG)
+    live = make_server(providers={"google-ai-studio": {"api_key": "test-key", "base_url": f"{google.url}/v1beta"}})
+    body = {"model": "google/gemini-3.1-flash-image", "prompt": "a blue dot"}
+    with live.client() as client:
+        response = client.post("/images", json=body, headers=live.auth())
+    assert response.status_code == 200, response.text
+    [item] = response.json()["data"]
+    assert item["media_type"] == "image/svg+xml"
+    svg = base64.b64decode(item["b64_json"])
+    assert b"<circle" in svg and b'r="30"' in svg
+    for sign in (b"alert", b"onload", b"onmouseover", b"script", b"javascript", b"foreignObject", b"iframe"):
+        assert sign not in svg
+
+
+def test_markup_an_upstream_labels_as_png_is_refused(openai_server: LiveServer, emu: Emulator) -> None:
+    emu.state["image"] = SCRIPTED_SVG
+    body = {"model": "openai/gpt-image-1.5", "prompt": "a blue dot"}
+    with openai_server.client() as client:
+        response = client.post("/images", json=body, headers=openai_server.auth())
+    assert response.status_code == 502
+    assert "sent markup as an image of type image/png" in response.json()["error"]["message"]
+    assert "alert" not in response.text
 
 
 # --- line ends inside an upstream's values ---
