@@ -97,7 +97,9 @@ class SanitizingProvider:
         return sanitized_events(self.provider.run(job), self.provider_name)
 
 
-async def sanitized_events(events: AsyncIterator[ProviderEvent], provider_name: str) -> AsyncIterator[ProviderEvent]:
+async def sanitized_events(
+    events: AsyncIterator[ProviderEvent], provider_name: str
+) -> AsyncIterator[ProviderEvent]:
     """``events`` with every SVG in them sanitized, or refused (see the module's docstring).
 
     ``draft`` text chunks are held until the image they draft (or the end), then passed on
@@ -117,7 +119,7 @@ async def sanitized_events(events: AsyncIterator[ProviderEvent], provider_name: 
         elif isinstance(event, Partial):
             if (preview := await _safe_preview(event, provider_name)) is not None:
                 yield preview
-        elif isinstance(event, RelayedImage) and (event.media_type == SVG or _is_markup(_decoded(event.relay.head))):
+        elif isinstance(event, RelayedImage) and _relayed_svg(event):
             event.relay.abandon()
             raise UpstreamError(f"{provider_name} sent an SVG image where none was asked for",
                                 metadata={"provider_name": provider_name})
@@ -162,6 +164,10 @@ async def _sanitized_draft(drafts: list[str], provider_name: str) -> TextChunk |
         log.info("%s: its draft markup was dropped: %s", provider_name, exc)
         return None
     return TextChunk(clean.decode("utf-8"), "draft")
+
+
+def _relayed_svg(event: RelayedImage) -> bool:
+    return event.media_type == SVG or _is_markup(_decoded(event.relay.head))
 
 
 def _head(image: Blob) -> bytes:

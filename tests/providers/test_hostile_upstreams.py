@@ -49,7 +49,8 @@ SCRIPTED_SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="64" '
     b'height="64" onload="alert(1)"><script>alert(2)</script><a xlink:href="javascript:alert(3)">'
     b'<circle cx="32" cy="32" r="30" fill="#3346d3" onmouseover="alert(4)"/></a>'
-    b'<foreignObject><iframe xmlns="http://www.w3.org/1999/xhtml" src="javascript:alert(5)"/></foreignObject></svg>'
+    b'<foreignObject><iframe xmlns="http://www.w3.org/1999/xhtml" src="javascript:alert(5)"/>'
+    b"</foreignObject></svg>"
 )
 
 
@@ -58,7 +59,8 @@ def test_an_svg_from_an_upstream_reaches_the_client_without_its_script(
 ) -> None:
     google = emulator("google")
     google.state["image"] = ("image/svg+xml", SCRIPTED_SVG)
-    live = make_server(providers={"google-ai-studio": {"api_key": "test-key", "base_url": f"{google.url}/v1beta"}})
+    config = {"api_key": "test-key", "base_url": f"{google.url}/v1beta"}
+    live = make_server(providers={"google-ai-studio": config})
     body = {"model": "google/gemini-3.1-flash-image", "prompt": "a blue dot"}
     with live.client() as client:
         response = client.post("/images", json=body, headers=live.auth())
