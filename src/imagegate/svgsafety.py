@@ -20,9 +20,9 @@ defuses parsing, and the SVG packages on PyPI are prototypes or profile checkers
 Two limits come first. svg-hush holds the GIL while it works (about 0.1 s per MB of markup,
 measured), so an SVG over :data:`MAX_SVG_BYTES` is refused. And it indents its output two
 spaces per level, so a deeply nested document grows quadratically (a 600 KB one filled the
-machine's memory): a first pass with the standard library's expat, which also refuses a
-document that is not well-formed or that expands entities without bound, counts the levels and
-refuses a document over :data:`MAX_INDENT_LEVELS`.
+machine's memory): a first pass with the standard library's expat counts the levels and
+refuses a document over :data:`MAX_INDENT_LEVELS`. It also refuses a document that is not
+well-formed or that declares entities (however this Python's expat bounds their expansion).
 
 An SVG that cannot be made safe is refused: as an image, the upstream's answer is malformed (a
 502, and another provider may be tried); as a preview or a draft, it is dropped. So is markup
@@ -204,8 +204,12 @@ def _check_nesting(data: bytes) -> None:
         nonlocal depth
         depth -= 1
 
+    def entity(name: str, *_declaration: object) -> None:
+        raise ValueError(f"it declares an entity ({name}): no drawing needs one, attacks do")
+
     parser.StartElementHandler = start
     parser.EndElementHandler = end
+    parser.EntityDeclHandler = entity
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
