@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagegate.redaction import redact, redact_all
+
 
 class ImagegateError(Exception):
     """Base of every error the gateway reports to a client."""
@@ -92,10 +94,18 @@ class RateLimited(ClientError):
 
 
 class UpstreamError(ImagegateError):
-    """A provider failed. ``retryable`` says whether another endpoint may succeed."""
+    """A provider failed. ``retryable`` says whether another endpoint may succeed.
+
+    Its message and metadata may quote the upstream, which may echo the gateway's own
+    credentials: both are redacted here (``redaction.py``), before anything reads them.
+    """
 
     status = 502
     retryable = True
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(redact(message), **kwargs)
+        self.metadata = redact_all(self.metadata)
 
 
 class ContentRefused(UpstreamError):

@@ -49,6 +49,7 @@ from imagegate.providers.relay import ByteRelay
 from imagegate.ratelimit import NO_LEASE, Lease
 from imagegate.sizing import AppliedSize
 from imagegate.store import NOTHING_HELD, Admission, GenerationRecord, KeyRecord, Settlement
+from imagegate.svgsafety import SanitizingProvider
 from imagegate.wire import ImageRequest
 
 if TYPE_CHECKING:
@@ -401,7 +402,8 @@ class Generation:
         try:
             async with asyncio.timeout(timeout):
                 per_call = attempt.endpoint.settings.get("images_per_call")
-                async for event in fan_out(provider, self._job(attempt, timeout), per_call):
+                safe = SanitizingProvider(provider, attempt.endpoint.provider_name)
+                async for event in fan_out(safe, self._job(attempt, timeout), per_call):
                     if isinstance(event, Partial):
                         # A broken preview is dropped, not the attempt: previews are never billed,
                         # the final image is checked on its own, and a client is promised at most
@@ -512,13 +514,14 @@ class Generation:
 
     def _may_relay(self, attempt: Attempt) -> bool:
         """Whether images may go out while they arrive: a buffered answer from one upstream call,
-        nothing to convert, nothing to hash (all of which need whole images)."""
+        nothing to convert, sanitize or hash (all of which need whole images)."""
         per_call = attempt.endpoint.settings.get("images_per_call")
         options = self.gateway.options
         return (
             options.relay_images
             and not self.streamed
             and not attempt.output.converts
+            and attempt.output.native_format != "svg"
             and not options.record_output_sha256
             and (per_call is None or (self.request.n or 1) <= per_call)
         )

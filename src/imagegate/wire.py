@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import orjson
+import pybase64
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -169,11 +170,27 @@ def image_body_end(usage: dict) -> bytes:
 
 def sse_event(payload: dict[str, Any], *, b64: bytes | memoryview | None = None) -> list[bytes | memoryview]:
     """One ``data: <json>`` SSE event, as its pieces in order; ``b64`` is appended as the
-    ``b64_json`` field, unescaped and uncopied (the pieces are written one after the other)."""
+    ``b64_json`` field, unescaped and uncopied (the pieces are written one after the other)
+    when it is plain base64, as it should be (see :func:`_json_string_content`)."""
     body = orjson.dumps(payload)
     if b64 is None:
         return [b"".join((b"data: ", body, b"\n\n"))]
-    return [b"".join((b"data: ", body[:-1], b',"b64_json":"')), b64, b'"}\n\n']
+    return [b"".join((b"data: ", body[:-1], b',"b64_json":"')), _json_string_content(b64), b'"}\n\n']
+
+
+def _json_string_content(b64: bytes | memoryview) -> bytes | memoryview:
+    """``b64`` as the inside of a JSON string on one ``data:`` line.
+
+    An upstream's image is forwarded without being decoded, so nothing else has looked at all
+    of it: a value that is not plain base64 (a JSON escape decoded into a CR or LF, a quote)
+    would end the line, and with it the event, for the client, or start an event of the
+    upstream's choosing. Checked by decoding it (about 0.2 ms for a 2 MB image, measured; the
+    decoded bytes are dropped); a value that is not base64 is sent escaped as JSON text."""
+    try:
+        pybase64.b64decode(b64, validate=True)
+    except ValueError:  # binascii.Error is one too
+        return orjson.dumps(bytes(b64).decode("latin-1"))[1:-1]
+    return b64
 
 
 SSE_DONE = (b"data: [DONE]\n\n",)

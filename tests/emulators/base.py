@@ -32,6 +32,9 @@ COMMON_FAULTS = {
 }
 #: Faults that are not an HTTP status: handled by the middleware itself.
 TRANSPORT_FAULTS = ("drop", "malformed", "slow")
+#: An upstream whose error echoes the request's headers, credentials included, as some proxies
+#: and debugging servers do (in the API's own error shape).
+ECHO_HEADERS_FAULT = "echo_headers"
 #: An upstream that answers 200 with usage no real one sends: each number in the answer's
 #: usage object (``usage``, ``usageMetadata``) made negative, a string or a million times
 #: larger, or the object left out.
@@ -166,6 +169,9 @@ class Emulator:
             raise web.HTTPBadRequest()
         if self.take_fault("malformed"):
             return web.Response(status=200, body=b'{"data": [{"b64_json": ', content_type="application/json")
+        if self.take_fault(ECHO_HEADERS_FAULT):
+            echoed = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
+            return self.error(500, "server_error", f"The request could not be processed. Headers: {echoed}")
         fault = self.take_fault(*COMMON_FAULTS)
         if fault:
             status, code, message = COMMON_FAULTS[fault]

@@ -27,6 +27,8 @@ text only), ``quota`` (429 ``RESOURCE_EXHAUSTED`` with ``RetryInfo``, no ``Retry
 ``two_images`` (an extra image), ``thoughts`` (a thought summary and a draft thought image
 before the answer), ``long_thinking`` (thoughts fill the rest of the model's output token limit,
 the most a call can bill) and ``token_denied`` (the token endpoint refuses the grant).
+With ``state["image"] = (mime_type, data)`` every image of an answer is that one, as an
+upstream of any other kind of model would send it (an SVG, say).
 """
 
 from __future__ import annotations
@@ -487,9 +489,10 @@ async def _generate(
     count = 2 if fault == "two_images" else 1
     for index in range(count):
         data = await asyncio.to_thread(synth, width, height, fmt, seed=f"{seed}/{index}")
+        mime_type, data = emulator.state.get("image", (media_type, data))
         parts.append(
             {
-                "inlineData": {"mimeType": media_type, "data": emulator.sent_image_b64(data, fmt)},
+                "inlineData": {"mimeType": mime_type, "data": emulator.sent_image_b64(data, fmt)},
                 "thoughtSignature": secrets.token_urlsafe(12),
             }
         )

@@ -22,6 +22,12 @@ Faults beyond the common ones: ``moderation`` (400 ``moderation_blocked``), ``qu
 ``content_filter`` (Azure's 400 with ``innererror.code: ResponsibleAIPolicyViolation``), and
 for streams, after the first preview: ``moderation_stream`` (an error event refusing the
 output), ``stream_error`` (an error event) and ``stream_cut`` (the stream ends without the image).
+Two stream faults put line ends inside the first preview's ``b64_json``, followed by an event
+of the upstream's own making (:data:`INJECTED_EVENT`), as a hostile upstream would to reach the
+client's stream: ``cr_in_value`` as raw bare CRs (one line to a reader splitting on LF only),
+``escaped_line_ends_in_value`` as JSON escapes (``\\r\\n``) that a JSON parser turns into CR and LF.
+With ``emulator.state["image"] = data`` every image and preview is ``data``, whatever was asked
+for (an upstream sending what it says is not).
 """
 
 from __future__ import annotations
@@ -140,6 +146,24 @@ _ERROR_TYPES = {
 }
 
 
+#: What the line-end faults try to add to the client's stream.
+INJECTED_EVENT = b"data: [DONE]"
+
+
+def _inside_the_image(data: bytes, text: bytes) -> bytes:
+    """``data`` (an event's JSON) with ``text`` put in the middle of its ``b64_json`` value."""
+    start = data.index(b'"b64_json":"') + len(b'"b64_json":"')
+    middle = start + (data.index(b'"', start) - start) // 2
+    return data[:middle] + text + data[middle:]
+
+
+_LINE_END_FAULTS: dict[str, Callable[[bytes], bytes]] = {
+    "cr_in_value": lambda data: _inside_the_image(data, b"\r\r" + INJECTED_EVENT + b"\r\r"),
+    "escaped_line_ends_in_value": lambda data: _inside_the_image(
+        data, b"\\r\\n\\r\\n" + INJECTED_EVENT + b"\\r\\n\\r\\n"
+    ),
+}
+
 _STREAM_ERRORS = {
     "moderation_stream": {
         "type": "image_generation_user_error",
@@ -218,6 +242,8 @@ class _Request:
     values: dict[str, Any]
     #: Reference images as decoded ``(width, height)`` for usage accounting.
     references: list[tuple[int, int]] = field(default_factory=list)
+    #: What every image of the answer is instead of a rendered one (``state["image"]``).
+    image: bytes | None = None
 
 
 _counter = itertools.count()
@@ -236,6 +262,7 @@ async def _serve(emulator: Emulator, request: web.Request, *, azure: bool) -> we
             status=exc.status, body=orjson.dumps(body), content_type="application/json"
         )
 
+    parsed.image = emulator.state.get("image")
     fault = emulator.take_fault("moderation", "quota", "rate_limit_ms", "content_filter")
     if fault == "moderation":
         return emulator.error(
@@ -632,6 +659,8 @@ def _resolved(parsed: _Request) -> tuple[int, int, str, str, str]:
 
 
 async def _render(emulator: Emulator, parsed: _Request, index: int, variant: str = "final") -> str:
+    if parsed.image is not None:
+        return base64.b64encode(parsed.image).decode("ascii")
     width, height, _quality, background, fmt = _resolved(parsed)
     seed = f"{parsed.values['prompt']}|{index}|{variant}|{next(_counter)}"
     data = await asyncio.get_running_loop().run_in_executor(
@@ -709,8 +738,15 @@ async def _stream(emulator: Emulator, request: web.Request, parsed: _Request) ->
     )
     await response.prepare(request)
 
+    line_ends = emulator.take_fault(*_LINE_END_FAULTS)
+
     async def send(kind: str, payload: dict[str, Any]) -> None:
-        await response.write(f"event: {kind}\ndata: ".encode() + orjson.dumps(payload) + b"\n\n")
+        nonlocal line_ends
+        data = orjson.dumps(payload)
+        if line_ends and kind.endswith(".partial_image"):
+            data = _LINE_END_FAULTS[line_ends](data)
+            line_ends = None
+        await response.write(f"event: {kind}\ndata: ".encode() + data + b"\n\n")
 
     fault = emulator.take_fault("moderation_stream", "stream_error", "stream_cut")
     for index in range(n):

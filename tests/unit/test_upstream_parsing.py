@@ -23,6 +23,7 @@ STREAM = b"".join((
     b"data: first line\ndata:second line\n\n",
     b"event: ignored without data\n\n",
     b'data: {"type":"image_generation.completed","b64_json":"' + IMAGE[::-1] + b'"}\n\n',
+    b"data: ended by\rdata: bare CRs\r\r",
     b"data: [DONE]\n\n",
     b"data: an event the stream ends without a blank line after",
 ))
@@ -31,6 +32,7 @@ EXPECTED = [
      b'{"type":"image_generation.partial_image","b64_json":"' + IMAGE + b'","i":0}'),
     (None, b"first line\nsecond line"),
     (None, b'{"type":"image_generation.completed","b64_json":"' + IMAGE[::-1] + b'"}'),
+    (None, b"ended by\nbare CRs"),
     (None, b"[DONE]"),
 ]
 
@@ -70,6 +72,11 @@ def test_an_event_within_one_read_is_a_span_of_that_read_not_a_copy() -> None:
 def test_a_cr_at_the_end_of_one_read_and_its_lf_in_the_next_is_one_line_end() -> None:
     events = events_of([b"data: x\r", b"\n\r", b"\ndata: y\r\n\r\n"])
     assert [event.data for event in events] == [b"x", b"y"]
+
+
+def test_a_bare_cr_ends_a_line_as_for_every_event_source_client() -> None:
+    events = events_of([b'data: {"b64_json":"AAAA\r\rdata: [DONE]\r\rBBBB"}\n\n'])
+    assert [event.data for event in events] == [b'{"b64_json":"AAAA', b"[DONE]"]
 
 
 def test_the_image_is_lifted_from_a_document_within_a_larger_buffer_without_a_copy() -> None:

@@ -3,7 +3,8 @@
 A provider is configured from ``imagegate.yaml`` (``providers.<slug>``) and the
 environment (its ``env`` names, e.g. ``OPENAI_API_KEY``), the environment winning; a variable
 set to the empty string counts as unset. Only configured providers serve; the others are
-listed with what they need.
+listed with what they need. The secrets of every provider's configuration are registered for
+redaction (``redaction.py``) as they are read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from imagegate.providers.base import Provider
 from imagegate.providers.http import HttpPool
+from imagegate.redaction import protect_logs, register_secrets
 from imagegate.settings import Settings, environment_value
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class Providers:
 
 def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str] | None = None) -> Providers:
     environ = os.environ if environ is None else environ
+    protect_logs()
     configured: dict[str, Provider] = {}
     missing: dict[str, str] = {}
     for slug, target in REGISTRY.items():
@@ -70,6 +73,7 @@ def load_providers(settings: Settings, http: HttpPool, environ: Mapping[str, str
             value = environment_value(variable, environ)
             if value is not None:
                 config[field] = value
+        register_secrets(config)  # whatever an upstream echoes, its keys never go further
         try:
             configured[slug] = cls.configure(config, http)
         except NotConfigured as exc:

@@ -164,6 +164,10 @@ class Partial:
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
+    """Text the model writes: ``content``, ``reasoning``, or ``draft``, the markup of the image
+    being made by an SVG model, in pieces (the gateway passes it on sanitized, whole:
+    ``svgsafety.py``)."""
+
     text: str
     phase: str = "content"  # content | reasoning | draft
 

@@ -395,6 +395,10 @@ def _check_length(length: int | None, max_bytes: int, provider_name: str) -> Non
 async def _sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
     """Split the stream into events ourselves: one line may be many megabytes long.
 
+    A line ends at LF, CRLF or a bare CR, as the EventSource specification reads a stream
+    (and so as every client of ours splits what we send on): a CR inside what an upstream
+    meant as one line ends it here too, so it can never ride inside a value to a client.
+
     A line within one read stays where it is, as a span of that read; a line that spans reads
     is kept as views of them and joined once, when its end arrives. Either way an image-sized
     ``data:`` line is copied at most once.
@@ -402,19 +406,36 @@ async def _sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
     pieces: list[memoryview] = []  # the start of a line whose end has not arrived
     name: str | None = None
     data: list[tuple[bytes, int, int]] = []  # the event's data lines so far, as spans
+    after_cr = False  # the last read ended in CR: an LF opening the next one belongs to it
     async for chunk in chunks:
         ready: list[SseEvent] = []
-        pos = 0
-        while (newline := chunk.find(b"\n", pos)) >= 0:
+        size = len(chunk)
+        pos = 1 if after_cr and chunk.startswith(b"\n") else 0
+        after_cr = False
+        # The next LF and CR at or after ``pos``, each searched again only once passed: a read
+        # of many short lines is scanned once, not once per line.
+        lf, cr = chunk.find(b"\n", pos), chunk.find(b"\r", pos)
+        while True:
+            if 0 <= lf < pos:
+                lf = chunk.find(b"\n", pos)
+            if 0 <= cr < pos:
+                cr = chunk.find(b"\r", pos)
+            if lf < 0 and cr < 0:
+                break
+            line_end = lf if cr < 0 or 0 <= lf < cr else cr
+            if line_end == lf:
+                next_pos = lf + 1
+            elif cr + 1 < size:
+                next_pos = cr + 2 if chunk[cr + 1] == 0x0A else cr + 1  # CRLF, or a bare CR
+            else:
+                next_pos, after_cr = size, True
             if pieces:
-                buffer = b"".join([*pieces, memoryview(chunk)[pos:newline]])
+                buffer = b"".join([*pieces, memoryview(chunk)[pos:line_end]])
                 start, end = 0, len(buffer)
                 pieces.clear()
             else:
-                buffer, start, end = chunk, pos, newline
-            pos = newline + 1
-            if end > start and buffer[end - 1] == 0x0D:  # CRLF
-                end -= 1
+                buffer, start, end = chunk, pos, line_end
+            pos = next_pos
             if start == end:  # a blank line ends the event
                 if data:
                     ready.append(_sse_event(name, data))
@@ -424,7 +445,7 @@ async def _sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
                 data.append((buffer, start + skip, end))
             elif buffer.startswith(b"event:", start, end):
                 name = buffer[start + 6 : end].strip().decode("utf-8", "replace")
-        if pos < len(chunk):
+        if pos < size:
             pieces.append(memoryview(chunk)[pos:])
         for event in ready:
             yield event
