@@ -25,10 +25,10 @@ refuses a document over :data:`MAX_INDENT_LEVELS`. It also refuses a document th
 well-formed or that declares entities (however this Python's expat bounds their expansion).
 
 An SVG that cannot be made safe is refused: as an image, the upstream's answer is malformed (a
-502, and another provider may be tried); as a preview or a draft, it is dropped. So is markup
-under a raster label (an upstream that says PNG and sends an SVG), and an image relayed while
-it arrives that turns out to be SVG (the gateway never asks for SVG to be relayed: it must be
-whole to be sanitized).
+502, and another provider may be tried); as a preview or a draft, it is dropped. So is an image
+relayed while it arrives that is SVG (the gateway never asks for SVG to be relayed: it must be
+whole to be sanitized). Markup under a raster label (an upstream that says PNG and sends an
+SVG) fails the check that an image is what it says (``integrity.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from xml.parsers import expat
 
-import pybase64
 from py_svg_hush import filter_svg
 
 from imagegate import imaging
@@ -66,8 +65,6 @@ MAX_SVG_BYTES = 8 * 1024 * 1024
 MAX_INDENT_LEVELS = 4 * 1024 * 1024
 #: ``data:`` URLs kept, by type and subtypes: raster images (an ``<image>``'s embedded bitmap).
 KEPT_DATA_URLS = {"image": ["png", "jpeg", "gif", "webp"]}
-#: Base64 characters enough to read a raster image's magic bytes (12 bytes, for WEBP).
-_MAGIC_B64_CHARS = 16
 
 
 def sanitize_svg(data: bytes) -> bytes:
@@ -131,10 +128,7 @@ async def sanitized_events(
 
 async def _safe_image(event: Image, provider_name: str) -> Image:
     metadata = {"provider_name": provider_name}
-    if event.media_type != SVG:
-        if _is_markup(_head(event.image)):
-            raise UpstreamError(f"{provider_name} sent markup as an image of type {event.media_type}",
-                                metadata=metadata)
+    if event.media_type != SVG:  # whether it is the raster image it says is ``integrity``'s check
         return event
     try:
         clean = await imaging.offload(sanitize_svg, event.image.raw)
@@ -147,8 +141,6 @@ async def _safe_image(event: Image, provider_name: str) -> Image:
 async def _safe_preview(event: Partial, provider_name: str) -> Partial | None:
     try:
         if event.media_type != SVG:
-            if _is_markup(_head(event.image)):
-                raise ValueError(f"it is markup labelled {event.media_type}")
             return event
         clean = await imaging.offload(sanitize_svg, event.image.raw)
     except ValueError as exc:
@@ -167,26 +159,7 @@ async def _sanitized_draft(drafts: list[str], provider_name: str) -> TextChunk |
 
 
 def _relayed_svg(event: RelayedImage) -> bool:
-    return event.media_type == SVG or _is_markup(_decoded(event.relay.head))
-
-
-def _head(image: Blob) -> bytes:
-    """The first bytes of an image, decoding no more of its base64 than needed."""
-    return image.raw[:12] if image.decoded else _decoded(image.b64)
-
-
-def _decoded(b64: bytes | memoryview) -> bytes:
-    try:
-        return pybase64.b64decode(b64[:_MAGIC_B64_CHARS])
-    except ValueError:
-        return b""
-
-
-def _is_markup(head: bytes) -> bool:
-    """Whether an image's first bytes are those of markup rather than of a raster image."""
-    if imaging.sniff_format(head) in imaging.RASTER_FORMATS:
-        return False
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+    return event.media_type == SVG
 
 
 def _check_nesting(data: bytes) -> None:
