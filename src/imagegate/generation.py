@@ -602,6 +602,8 @@ def _image_problem(image: Blob, media_type: str, width: int | None, height: int 
     bytes when it came as such, else its base64, never decoded whole."""
     if image.decoded:
         return integrity.raw_problem(image.raw, media_type, width, height)
+    if image.flaw:
+        return f"is not valid base64: {image.flaw}"
     return integrity.b64_problem(image.b64, media_type, width, height)
 
 

@@ -51,7 +51,11 @@ USAGE_KEYS = ("usage", "usageMetadata")
 #: a PNG declared anything else). Emulators hand every image they send through
 #: ``Emulator.sent_image`` or ``Emulator.sent_image_b64``; the same names with ``partial_`` in
 #: front spoil a preview (a partial image) instead.
-IMAGE_FAULTS = ("image_garbage_base64", "image_truncated", "image_not_an_image", "image_wrong_type")
+IMAGE_FAULTS = ("image_garbage_base64", "image_truncated", "image_not_an_image", "image_wrong_type",
+                "image_json_breakout")
+#: Put inside an image's base64 by ``image_json_breakout``: escaped in the upstream's JSON, it
+#: would close the image's string and add a member wherever the decoded value is written raw.
+JSON_BREAKOUT = '","forged":"by the upstream.'  # a multiple of 4 characters: the length check passes
 GARBAGE_BASE64 = "!!!not*base64!!!"
 NOT_AN_IMAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
 
@@ -124,7 +128,7 @@ class Emulator:
 
     def sent_image(self, data: bytes, fmt: str, *, preview: bool = False) -> bytes:
         """An image about to be sent as raw bytes, spoiled when an image fault is queued."""
-        names = [name for name in IMAGE_FAULTS if name != "image_garbage_base64"]
+        names = [name for name in IMAGE_FAULTS if name not in ("image_garbage_base64", "image_json_breakout")]
         fault = self.take_fault(*(f"partial_{name}" for name in names) if preview else names)
         return data if fault is None else _spoiled(data, fmt, fault)
 
@@ -135,6 +139,9 @@ class Emulator:
             return base64.b64encode(data).decode("ascii")
         if fault.endswith("image_garbage_base64"):
             return GARBAGE_BASE64 + base64.b64encode(data).decode("ascii")[len(GARBAGE_BASE64):]
+        if fault.endswith("image_json_breakout"):
+            b64 = base64.b64encode(data).decode("ascii")
+            return b64[:400] + JSON_BREAKOUT + b64[400:]
         return base64.b64encode(_spoiled(data, fmt, fault)).decode("ascii")
 
     def clear(self) -> None:

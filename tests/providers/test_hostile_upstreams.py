@@ -127,3 +127,40 @@ def test_an_upstream_echoing_the_request_headers_never_passes_the_gateway_key_on
     if not stream:  # a buffered failure is logged with its message
         assert REDACTED in caplog.text
     assert GATEWAY_KEY not in caplog.text
+
+
+# --- base64 that would break out of the JSON string it is written into ---
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_escapes_inside_an_upstreams_base64_never_reach_the_clients_json(
+    openai_server: LiveServer, emu: Emulator, stream: bool
+) -> None:
+    emu.fault("image_json_breakout")
+    body = {"model": "openai/gpt-image-1.5", "prompt": "a blue dot", "stream": stream}
+    with openai_server.client() as client:
+        response = client.post("/images", json=body, headers=openai_server.auth())
+    assert b"forged" not in response.content
+    if stream:
+        assert response.status_code == 200
+        [error] = [e["error"] for e in map(orjson.loads, event_source_data(response.content)[:-1]) if "error" in e]
+        assert error["message"] == "OpenAI returned an image that is not valid base64: it holds characters that are not base64"
+    else:  # read as it arrives, where an escape in an image's value fails the answer
+        assert response.status_code == 502
+        assert response.json()["error"]["message"] == "OpenAI returned a malformed response"
+    record = wait_for_record(openai_server, response.headers["x-generation-id"])
+    assert record["status"] == "failed" and record["total_cost"] == 0
+
+
+def test_escapes_inside_a_parsed_image_value_never_reach_the_clients_json(
+    make_server: Callable[..., LiveServer], emulator: Callable[..., Emulator]
+) -> None:
+    google = emulator("google")
+    google.fault("image_json_breakout")
+    live = make_server(providers={"google-ai-studio": {"api_key": "test-key", "base_url": f"{google.url}/v1beta"}})
+    body = {"model": "google/gemini-3.1-flash-image", "prompt": "a blue dot"}
+    with live.client() as client:
+        response = client.post("/images", json=body, headers=live.auth())
+    assert response.status_code == 502 and b"forged" not in response.content
+    assert response.json()["error"]["message"] == (
+        "Google AI Studio returned an image that is not valid base64: it holds characters that are not base64")

@@ -31,6 +31,10 @@ MEDIA_TYPES = {
 FORMATS_BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
 
 
+#: Characters a decoded JSON string may hold that would end or escape one it is written into.
+_BREAKS_JSON = ('"', "\\", "\n", "\r")
+
+
 class Blob:
     """Encoded image bytes that may arrive raw or already base64-encoded.
 
@@ -38,13 +42,15 @@ class Blob:
     bytes are encoded once; both directions are computed lazily and cached.
     """
 
-    __slots__ = ("_raw", "_b64")
+    __slots__ = ("_raw", "_b64", "flaw")
 
     def __init__(self, *, raw: bytes | None = None, b64: bytes | memoryview | None = None) -> None:
         if raw is None and b64 is None:
             raise ValueError("a Blob needs raw bytes or base64")
         self._raw = raw
         self._b64 = b64
+        #: Why base64 an upstream sent cannot be what it says, found where it was cheap to see.
+        self.flaw: str | None = None
 
     @classmethod
     def from_raw(cls, raw: bytes) -> Blob:
@@ -52,8 +58,17 @@ class Blob:
 
     @classmethod
     def from_b64(cls, b64: bytes | memoryview | str) -> Blob:
-        """``b64`` may be a view of a larger upstream body: forwarded without being copied."""
-        return cls(b64=b64.encode("ascii", "replace") if isinstance(b64, str) else b64)  # a stray non-ASCII character fails the checks as "?"
+        """``b64`` may be a view of a larger upstream body: forwarded without being copied.
+
+        A ``str`` is a value a JSON parser decoded: escapes in it have become quotes,
+        backslashes or line ends, which would break out of the JSON string it is written into
+        (checked here, where it costs a scan at memory speed; the ends are checked later)."""
+        if not isinstance(b64, str):
+            return cls(b64=b64)
+        blob = cls(b64=b64.encode("ascii", "replace"))
+        if not b64.isascii() or any(c in b64 for c in _BREAKS_JSON):
+            blob.flaw = "it holds characters that are not base64"
+        return blob
 
     @property
     def raw(self) -> bytes:
