@@ -282,6 +282,11 @@ LIFT_MIN_CHARS = 4096
 _JSON_SPACE = b" \t\r\n"
 
 
+#: A value holding one of these stays in the document: an escape, or a raw line end (invalid in
+#: JSON, so the document then fails to parse) that would end a line of an SSE event it went into.
+_NOT_LIFTED = (b"\\", b"\r", b"\n")
+
+
 def loads_lifted(
     body: bytes, key: str, start: int = 0, end: int | None = None
 ) -> tuple[Any, dict[str, memoryview]]:
@@ -323,7 +328,9 @@ def loads_lifted(
         if value_end < 0:
             break  # unterminated: leave the whole body to the parser's error
         search = value_end + 1
-        if value_end - value_start < LIFT_MIN_CHARS or body.find(b"\\", value_start, value_end) >= 0:
+        if value_end - value_start < LIFT_MIN_CHARS or any(
+            body.find(c, value_start, value_end) >= 0 for c in _NOT_LIFTED
+        ):
             continue
         placeholder = f"\x00lifted:{len(lifted)}"
         lifted[placeholder] = view[value_start:value_end]
