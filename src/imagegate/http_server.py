@@ -26,8 +26,12 @@ whole must not be billed.
 It also keeps clients from holding connections for nothing (``ConnectionLimits``): a request's
 headers must arrive within ``header_timeout_s`` of the connection opening (or of the request's
 first byte on a kept-alive one), its body within ``body_timeout_s`` of its headers, else the
-connection is closed; beyond ``max_connections`` open connections a new one is closed at once,
-keeping file descriptors for the upstream calls and the database; and a connection whose
+connection is closed. Beyond ``max_connections`` open connections (which keeps file
+descriptors for the upstream calls and the database), a new connection takes the place of the
+one that has waited longest for a request to arrive whole (a stalled client, or an idle
+kept-alive one); when every connection is busy with a request, the new one is closed. A flood
+of stalled connections so evicts itself, and clients that send their requests get in. A
+connection whose
 answer went out before its request body was read (a 401, a 413) is closed rather than made to
 read the rest.
 """
@@ -95,16 +99,27 @@ class ImagegateHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        waiting = _waiting(self.server_state)
         cap = self.limits.max_connections
         if cap is not None and len(self.connections) > cap:
-            _refused.note(cap)
-            transport.close()
-            return
+            if (oldest := next(iter(waiting), None)) is None:
+                _crowded.note(cap, evicted=False)
+                transport.close()
+                return
+            _crowded.note(cap, evicted=True)
+            oldest._evict()
+        waiting[self] = None
         self._arm(self.limits.header_timeout_s, "headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        _waiting(self.server_state).pop(self, None)
         super().connection_lost(exc)
+
+    def _evict(self) -> None:
+        _waiting(self.server_state).pop(self, None)
+        self._disarm()
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -123,6 +138,7 @@ class ImagegateHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        _waiting(self.server_state).pop(self, None)  # a whole request: being answered
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -133,6 +149,8 @@ class ImagegateHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         super().on_response_complete()
+        if not self.transport.is_closing():
+            _waiting(self.server_state)[self] = None  # kept alive, idle: last in line
 
     def _arm(self, timeout_s: float | None, what: str) -> None:
         self._disarm()
@@ -151,23 +169,36 @@ class ImagegateHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-class _Refusals:
-    """Connections closed at the cap, logged once a minute at most (a flood would flood the log)."""
+def _waiting(server_state: object) -> dict[ImagegateHttpProtocol, None]:
+    """A server's connections waiting for a request to arrive whole, longest waiting first."""
+    waiting = getattr(server_state, "imagegate_waiting", None)
+    if waiting is None:
+        waiting = {}
+        server_state.imagegate_waiting = waiting  # type: ignore[attr-defined]
+    return waiting
+
+
+class _Crowding:
+    """Connections over the cap, logged once a minute at most (a flood would flood the log)."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.evicted = self.refused = 0
         self._logged_at = -60.0
 
-    def note(self, cap: int) -> None:
-        self.count += 1
+    def note(self, cap: int, *, evicted: bool) -> None:
+        if evicted:
+            self.evicted += 1
+        else:
+            self.refused += 1
         now = time.monotonic()
         if now - self._logged_at >= 60:
-            log.warning("%d connections open, at the cap (max_connections): new ones are closed at once "
-                        "(%d so far)", cap, self.count)
+            log.warning("%d connections open, at the cap (max_connections): %d waiting ones evicted for new "
+                        "ones, %d new ones closed with every connection busy (so far)", cap, self.evicted,
+                        self.refused)
             self._logged_at = now
 
 
-_refused = _Refusals()
+_crowded = _Crowding()
 
 
 def protocol_with(limits: ConnectionLimits) -> type[ImagegateHttpProtocol]:

@@ -123,16 +123,15 @@ def test_a_flood_of_stalled_connections_is_closed_and_service_goes_on(make_serve
         httpx.post(f"{live.api_url}/images", json=slow, headers=live.auth(), timeout=60)))
     worker.start()
     eventually(lambda: live.app.state.gateway.in_flight, lambda n: n == 1)  # the slow generation started
-    flood = stalled_flood(live, 100)  # beyond the cap: the last ones are closed at once
+    flood = stalled_flood(live, 100)  # beyond the cap: they evict each other
     try:
+        # New clients are served while the flood is on, and work under way goes on.
+        response = _post_or_none(live)
+        assert response is not None and response.status_code == 200 and response.json()["data"]
         worker.join(timeout=60)
-        assert in_flight and in_flight[0].status_code == 200  # the flood did not stop work under way
-        # Every stalled connection is closed by the server within its timeout...
-        eventually(lambda: sum(closed_by_server(s) for s in flood if s.fileno() >= 0), lambda n: n == len(flood),
-                   within_s=30)
-        # ...and new clients are served.
-        response = eventually(lambda: _post_or_none(live), lambda r: r is not None and r.status_code == 200)
-        assert response.json()["data"]
+        assert in_flight and in_flight[0].status_code == 200
+        # Every stalled connection is closed by the server, evicted or timed out.
+        eventually(lambda: sum(closed_by_server(s) for s in flood), lambda n: n == len(flood), within_s=30)
     finally:
         for sock in flood:
             sock.close()
@@ -145,19 +144,33 @@ def _post_or_none(live: LiveServer) -> httpx.Response | None:
         return None
 
 
-def test_connections_past_the_cap_are_closed_at_once(make_server) -> None:
+def test_past_the_cap_a_new_connection_takes_the_place_of_the_longest_waiting(make_server) -> None:
     live = make_server(header_timeout_s=30.0, max_connections=10)
-    held = [connect(live) for _ in range(10)]
+    stalled = stalled_flood(live, 10)
     try:
-        extra = connect(live)  # accepted after the ten held ones
-        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_answer(extra) == b""  # closed without an answer
-        extra.close()
+        served = [_post_or_none(live) for _ in range(5)]  # each evicts a stalled connection
+        assert [r.status_code for r in served if r is not None] == [200] * 5
+        assert [closed_by_server(s) for s in stalled] == [True] * 5 + [False] * 5  # oldest first
     finally:
-        for sock in held:
+        for sock in stalled:
             sock.close()
-    response = eventually(lambda: _post_or_none(live), lambda r: r is not None and r.status_code == 200)
-    assert response.status_code == 200
+
+
+def test_past_the_cap_with_every_connection_busy_a_new_one_is_closed(make_server) -> None:
+    live = make_server(max_connections=4)
+    slow = {**IMAGE, "provider": {"options": {"imagegate": {"latency_ms": 1500}}}}
+    busy = [threading.Thread(target=lambda: httpx.post(f"{live.api_url}/images", json=slow, headers=live.auth(),
+                                                        timeout=60)) for _ in range(4)]
+    for thread in busy:
+        thread.start()
+    eventually(lambda: live.app.state.gateway.in_flight, lambda n: n == 4)
+    extra = connect(live)
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_answer(extra) == b""  # closed without an answer: no connection could give way
+    extra.close()
+    for thread in busy:
+        thread.join(timeout=60)
+    assert _post_or_none(live).status_code == 200
 
 
 def test_the_open_files_limit_is_raised_to_the_hard_limit_at_start() -> None:
